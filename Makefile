@@ -1,0 +1,46 @@
+# labnet: the two commands a fresh machine needs are `make lab` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PORT ?= 8888
+
+.PHONY: lab test test-fast test-browser bench soak files lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[lab,test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+files: $(STAMP)
+	$(PY) -m labnet make-files --sizes 10MB,50MB,100MB --dest client_files
+
+lab: files
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --port=$(PORT)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check labnet tests bench
+
+# The whole suite: lint, unit, integration and notebook tests (quick mode).
+test: $(STAMP) lint
+	LABNET_QUICK=1 $(PY) -m pytest -q tests
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q tests -m "not browser" -x
+
+# Real browser: JupyterLab + Playwright + Debian chromium (apt-get install chromium).
+test-browser: $(STAMP)
+	LABNET_QUICK=1 LABNET_BROWSER=1 $(PY) -m pytest -q -m browser tests/browser
+
+bench: $(STAMP)
+	$(PY) bench/transfer.py
+	$(PY) bench/matrix.py
+
+soak: $(STAMP)
+	$(PY) bench/soak.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,7 @@
+"""``python -m labnet``: see ``labnet.cli``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

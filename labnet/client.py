@@ -1,0 +1,282 @@
+"""The labnet client: one connection, many requests, files streamed and verified.
+
+>>> with Client("127.0.0.1", 8989) as c:
+...     c.upload("client_files/10MB.bin")
+...     c.download("10MB.bin", "client_downloads")
+
+Rules
+-----
+* Nothing is held whole in memory: files move in chunks.
+* A download lands in a temporary dot-file in ``dest_dir`` and is renamed to
+  its final name only when every byte arrived and the SHA-256 matched; on any
+  failure the temporary file is removed and no file appears.
+* Failures raise typed exceptions (``labnet.errors``): ``RemoteError`` when
+  the server answered ``ERR <CODE>`` (``.code`` holds it), ``PeerError``
+  when the server broke the protocol or the digest did not match,
+  ``OSError`` (refused, reset, timeout) from the network itself.
+* ``progress`` is any callable taking a number of file bytes (``tqdm.update``
+  fits) and is called as bytes move.
+* If the server closed an idle connection, the next call reconnects.
+
+Must not import threading or multiprocessing.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .channel import Channel
+from .codec import ENCODINGS, wire_length
+from .errors import Code, PeerError, RemoteError, UsageError
+from .names import check_name
+from .protocol import (
+    CLOSED, GREETING, MAX_REPLY_LINE, BodyEnd, BodySender, Data, Line, Request, parse_listing_line,
+    parse_reply, parse_stats,
+)  # fmt: skip
+
+CHUNK = 3 * 64 * 1024  # multiple of 3: see labnet.codec
+DEFAULT_PORT = 8989
+
+
+@dataclass
+class TransferResult:
+    """What one upload or download did.  ``bytes`` are file bytes (not wire bytes)."""
+
+    op: str
+    name: str
+    bytes: int
+    seconds: float
+    sha256: str
+    encoding: str
+    wire_bytes: int
+    path: str = ""  # the local file read or written
+
+    @property
+    def throughput(self) -> float:
+        """File bytes per second."""
+        return self.bytes / self.seconds if self.seconds > 0 else float("inf")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["throughput"] = self.throughput
+        return d
+
+
+class Client:
+    """A connection to a labnet server.
+
+    ``timeout``: seconds without progress before a transfer fails.
+    ``wait_timeout``: how long to wait for a busy server to take the
+    connection (the greeting); queueing behind a small pool is normal.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, timeout: float = 60.0,
+                 wait_timeout: float = 600.0):  # fmt: skip
+        self.host, self.port = host, port
+        self.timeout, self.wait_timeout = timeout, wait_timeout
+        self._chan: Channel | None = None
+        self.wait_seconds = 0.0  # connect until the server started on us
+        self.connect_seconds = 0.0
+
+    # -- connection ------------------------------------------------------------
+
+    def connect(self) -> Client:
+        """Connect and wait for the greeting (or ``ERR BUSY``); idempotent."""
+        if self._chan is not None and not self._peer_closed():
+            return self
+        self.close()
+        t0 = time.perf_counter()
+        sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        t1 = time.perf_counter()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        chan = Channel(sock, MAX_REPLY_LINE, idle=self.timeout)
+        try:
+            line = self._line(chan, deadline=time.monotonic() + self.wait_timeout, idle=False)
+            parse_reply(line)  # raises RemoteError for ERR BUSY / SHUTDOWN
+            if line != GREETING:
+                raise PeerError(f"not a labnet server (greeting {line[:60]!r})")
+        except BaseException:
+            sock.close()
+            raise
+        self._chan = chan
+        self.connect_seconds = t1 - t0
+        self.wait_seconds = time.perf_counter() - t1
+        return self
+
+    def _peer_closed(self) -> bool:
+        """True if the server already closed (or said something) while we were idle."""
+        try:
+            readable, _, _ = select.select([self._chan.sock], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
+
+    def close(self) -> None:
+        if self._chan is not None:
+            try:
+                self._chan.sock.close()
+            finally:
+                self._chan = None
+
+    def quit(self) -> None:
+        """Say QUIT politely, then close."""
+        if self._chan is not None:
+            try:
+                self._chan.send(Request("QUIT").to_line())
+                self._reply()
+            except (OSError, PeerError, RemoteError):
+                pass
+        self.close()
+
+    def __enter__(self) -> Client:
+        return self.connect()
+
+    def __exit__(self, *exc) -> None:
+        self.quit() if exc[0] is None else self.close()
+
+    # -- plumbing --------------------------------------------------------------
+
+    @staticmethod
+    def _line(chan: Channel, deadline=None, idle=True) -> str:
+        saved = chan.idle
+        if not idle:
+            chan.idle = None
+        try:
+            event = chan.next_event(deadline=deadline)
+        except OSError as exc:
+            raise _network_error(exc) from None
+        finally:
+            chan.idle = saved
+        if event is CLOSED:
+            raise ConnectionResetError("server closed the connection")
+        if not isinstance(event, Line):
+            raise PeerError(f"unexpected {type(event).__name__} from server")
+        return event.text
+
+    def _reply(self):
+        return parse_reply(self._line(self._chan))
+
+    def _request(self, request: Request):
+        self.connect()
+        try:
+            self._chan.send(request.to_line())
+        except OSError as exc:
+            self._raise_server_reason(exc)
+        return self._reply()
+
+    def _raise_server_reason(self, exc: OSError):
+        """A send failed: the server probably said why (``ERR ...``) before closing."""
+        try:
+            line = self._line(self._chan, deadline=time.monotonic() + 2.0)
+        except Exception:
+            self.close()
+            raise exc from None
+        self.close()
+        parse_reply(line)
+        raise exc
+
+    # -- requests --------------------------------------------------------------
+
+    def list(self) -> list[tuple[str, int]]:
+        """``[(name, size), ...]`` of the server's files."""
+        reply = self._request(Request("LIST"))
+        count = reply.int_word(0)
+        return [parse_listing_line(self._line(self._chan)) for _ in range(count)]
+
+    def stats(self) -> dict:
+        return parse_stats(self._request(Request("STATS")))
+
+    def delete(self, name: str) -> None:
+        self._request(Request("DELETE", check_name(name)))
+
+    def upload(self, path, name: str | None = None, encoding: str = "b64", progress=None) -> TransferResult:
+        """Send the file at ``path``; the server stores it as ``name`` (default: its base name)."""
+        path = Path(path)
+        encoding = _check_encoding(encoding)
+        name = check_name(name or path.name)
+        try:
+            f = open(path, "rb")
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            t0 = time.perf_counter()
+            reply = self._request(Request("UPLOAD", name, size, encoding))
+            if reply.word(0) != "SEND" or reply.int_word(1) != wire_length(size, encoding):
+                raise PeerError(f"unexpected reply to UPLOAD: {reply.text[:80]!r}")
+            sender = BodySender(size, encoding)
+            try:
+                while True:
+                    chunk = f.read(CHUNK)
+                    if not chunk:
+                        break
+                    self._chan.send(sender.encode(chunk))
+                    if progress:
+                        progress(len(chunk))
+                self._chan.send(sender.finish())
+            except OSError as exc:
+                self._raise_server_reason(exc)
+            reply = self._reply()
+            seconds = time.perf_counter() - t0
+        if reply.word(0) != "STORED" or reply.word(3) != sender.hexdigest():
+            raise PeerError(f"server stored something else: {reply.text[:120]!r}", Code.INTEGRITY)
+        return TransferResult("upload", name, size, seconds, sender.hexdigest(), encoding,
+                              sender.wire_size, str(path))  # fmt: skip
+
+    def download(self, name: str, dest_dir=".", encoding: str = "b64", progress=None,
+                 save_as: str | None = None) -> TransferResult:  # fmt: skip
+        """Fetch ``name`` into ``dest_dir`` (as ``save_as`` if given), verified before it appears."""
+        encoding = _check_encoding(encoding)
+        check_name(name)
+        final = Path(dest_dir) / check_name(save_as or name)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        reply = self._request(Request("DOWNLOAD", name, encoding=encoding))
+        size, enc, wire = reply.int_word(0), reply.word(1), reply.int_word(2)
+        if enc != encoding or wire != wire_length(size, encoding):
+            raise PeerError(f"unexpected reply to DOWNLOAD: {reply.text[:80]!r}")
+        fd, temp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                self._chan.rx.start_body(size, encoding)
+                while True:
+                    try:
+                        event = self._chan.next_event()
+                    except OSError as exc:
+                        raise _network_error(exc) from None
+                    if isinstance(event, Data):
+                        out.write(event.data)
+                        if progress:
+                            progress(len(event.data))
+                    elif isinstance(event, BodyEnd):
+                        break
+                    else:
+                        raise ConnectionResetError("server closed the connection during the download")
+            os.replace(temp, final)
+        except BaseException:
+            self.close()  # the stream is out of sync now
+            try:
+                os.unlink(temp)
+            except FileNotFoundError:
+                pass
+            raise
+        seconds = time.perf_counter() - t0
+        return TransferResult("download", name, size, seconds, event.sha256, encoding, wire, str(final))
+
+
+def _check_encoding(encoding: str) -> str:
+    if encoding not in ENCODINGS:
+        raise UsageError(f"encoding must be one of {', '.join(ENCODINGS)}, not {encoding!r}")
+    return encoding
+
+
+def _network_error(exc: OSError) -> OSError:
+    if isinstance(exc, socket.timeout):
+        return TimeoutError(f"no data from the server for too long: {exc}")
+    return exc

@@ -1,0 +1,94 @@
+"""Small process helpers: parent-death signal, process-tree inspection.
+
+Linux only where it matters (``prctl``); elsewhere the helpers do nothing and
+say so by their return value.  Reads ``/proc`` directly so the runtime needs
+no psutil.  Must not import anything from labnet.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+
+
+def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
+    """Ask the kernel to send ``sig`` to this process when its parent dies.
+
+    A backstop for orphans: a notebook kernel killed by nbval or a crashed
+    launcher still takes its servers down with it.  Returns False where the
+    call is not available.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def children_of(pid: int) -> list[int]:
+    """PIDs of the direct children of ``pid`` (Linux ``/proc``; empty elsewhere)."""
+    kids = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    kids.extend(int(x) for x in f.read().split())
+            except OSError:
+                continue
+    except OSError:
+        return []
+    return kids
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants, parents first."""
+    out, todo = [], [pid]
+    while todo and len(out) < 10_000:
+        p = todo.pop(0)
+        out.append(p)
+        todo.extend(children_of(p))
+    return out
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of ``pid`` now (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """Peak resident set size (``VmHWM``) of ``pid`` so far (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive for our purposes
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True

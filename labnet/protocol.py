@@ -1,0 +1,395 @@
+"""The labnet wire protocol, sans-IO: bytes in, events out; values in, bytes out.
+
+Nothing here touches a socket, a thread or a file.  Servers and the client
+feed whatever ``recv()`` gave them to :meth:`Receiver.receive_data` and pull
+events with :meth:`Receiver.next_event` until it says :data:`NEED_DATA` (in
+the manner of h11).  Because the receiver never assumes that one ``recv()``
+holds one message, a request split across reads, or several requests in one
+read, parse the same way.
+
+Conversation (full grammar and a session typed through ``nc`` in
+docs/protocol.md)::
+
+    S: OK LABNET 1 READY                      greeting, when a worker takes the connection
+    C: UPLOAD report.pdf 1234 b64
+    S: OK SEND 1648                           wire bytes the server now expects
+    C: <1648 bytes of base64>SHA256 <64 hex>
+    S: OK STORED report.pdf 1234 <64 hex>
+    C: DOWNLOAD report.pdf raw
+    S: OK 1234 raw 1234
+    S: <1234 bytes>SHA256 <64 hex>
+
+Bodies are length-prefixed (the receiver knows the byte count before the
+first body byte) and followed by a ``SHA256`` trailer line that the receiver
+checks: a body that is short, long, badly encoded or corrupted is an error,
+never a silently different file.
+
+This module must not import socket, threading, multiprocessing or os.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from .codec import ENCODINGS, Decoder, Encoder, wire_length
+from .errors import Code, PeerError, RemoteError
+from .names import check_name
+
+MAX_LINE = 4096  # bytes in one request line, CRLF included
+MAX_REPLY_LINE = 65536  # a reply line (STATS) may be longer than a request
+MAX_SIZE_DIGITS = 18  # sizes up to 10**18 - 1 bytes parse; limits come later
+VERBS = ("LIST", "UPLOAD", "DOWNLOAD", "DELETE", "STATS", "QUIT")
+GREETING = "OK LABNET 1 READY"
+DEFAULT_ENCODING = "b64"
+
+
+# --------------------------------------------------------------------------
+# Events produced by the Receiver
+# --------------------------------------------------------------------------
+
+
+class _Sentinel:
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+NEED_DATA = _Sentinel("NEED_DATA")  # feed more bytes, then ask again
+CLOSED = _Sentinel("CLOSED")  # the peer closed cleanly between messages
+
+
+@dataclass(frozen=True)
+class Line:
+    """One complete line, CR/LF stripped, decoded as UTF-8."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Data:
+    """A piece of a body, already decoded to file bytes."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class BodyEnd:
+    """The whole body arrived and its SHA-256 matched the trailer."""
+
+    size: int
+    sha256: str
+
+
+_LINE, _BODY, _TRAILER, _BROKEN = "line", "body", "trailer", "broken"
+
+
+class Receiver:
+    """Split an incoming byte stream into lines and length-prefixed bodies.
+
+    Errors
+    ------
+    ``PeerError`` for anything the peer got wrong.  After an error inside a
+    body, or a line longer than ``max_line``, the stream cannot be resynced:
+    :attr:`broken` becomes true and the caller must close the connection.
+    A bad but complete line (say, not UTF-8) leaves the receiver usable.
+    """
+
+    def __init__(self, max_line: int = MAX_LINE):
+        self.max_line = max_line
+        self._parts: list[bytes] = []
+        self._buffered = 0
+        self._eof = False
+        self._state = _LINE
+        self._body_left = 0
+        self._body_size = 0
+        self._decoded = 0
+        self._decoder: Decoder | None = None
+        self._hash = None
+
+    # -- feeding -----------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes from the peer; ``b""`` means the peer closed its side."""
+        if not data:
+            self._eof = True
+            return
+        self._parts.append(bytes(data))
+        self._buffered += len(data)
+
+    @property
+    def broken(self) -> bool:
+        return self._state == _BROKEN
+
+    @property
+    def in_body(self) -> bool:
+        return self._state in (_BODY, _TRAILER)
+
+    @property
+    def body_received(self) -> int:
+        """Decoded body bytes delivered so far in the current body."""
+        return self._decoded
+
+    def start_body(self, size: int, encoding: str) -> None:
+        """Expect a body of ``size`` file bytes in ``encoding``, then a SHA256 trailer."""
+        if self._state != _LINE:
+            raise RuntimeError(f"start_body in state {self._state}")
+        self._state = _BODY
+        self._body_size = size
+        self._body_left = wire_length(size, encoding)
+        self._decoded = 0
+        self._decoder = Decoder(encoding)
+        self._hash = hashlib.sha256()
+
+    # -- pulling -----------------------------------------------------------
+
+    def next_event(self):
+        """Return the next event: ``Line``, ``Data``, ``BodyEnd``, ``NEED_DATA`` or ``CLOSED``."""
+        try:
+            if self._state == _BODY:
+                return self._next_body_event()
+            if self._state in (_LINE, _TRAILER):
+                return self._next_line_event()
+        except PeerError:
+            if self._state != _LINE:
+                self._state = _BROKEN
+            raise
+        raise PeerError("connection is unusable after an earlier error")
+
+    def _next_body_event(self):
+        if self._body_left == 0:
+            self._state = _TRAILER
+            return self._next_line_event()
+        if not self._parts:
+            if self._eof:
+                raise PeerError(
+                    f"connection closed after {self._decoded} of {self._body_size} body bytes"
+                )
+            return NEED_DATA
+        chunk = self._parts.pop(0)
+        if len(chunk) > self._body_left:
+            self._parts.insert(0, chunk[self._body_left :])
+            chunk = chunk[: self._body_left]
+        self._buffered -= len(chunk)
+        self._body_left -= len(chunk)
+        data = self._decoder.decode(chunk, final=self._body_left == 0)
+        self._decoded += len(data)
+        if self._decoded > self._body_size:
+            raise PeerError("body decodes to more bytes than declared", Code.INTEGRITY)
+        self._hash.update(data)
+        if self._body_left == 0:
+            if self._decoded != self._body_size:
+                raise PeerError(
+                    f"body decodes to {self._decoded} bytes, {self._body_size} declared",
+                    Code.INTEGRITY,
+                )
+            self._state = _TRAILER
+        return Data(data) if data else self.next_event()
+
+    def _take_line(self) -> bytes | None:
+        if len(self._parts) > 1:
+            self._parts = [b"".join(self._parts)]
+        buf = self._parts[0] if self._parts else b""
+        end = buf.find(b"\n", 0, self.max_line)
+        if end == -1:
+            if len(buf) >= self.max_line:
+                self._state = _BROKEN
+                raise PeerError(f"line longer than {self.max_line} bytes")
+            return None
+        line, rest = buf[:end], buf[end + 1 :]
+        self._parts = [rest] if rest else []
+        self._buffered = len(rest)
+        return line[:-1] if line.endswith(b"\r") else line
+
+    def _next_line_event(self):
+        raw = self._take_line()
+        if raw is None:
+            if self._eof:
+                if self._state == _TRAILER:
+                    raise PeerError("connection closed before the SHA256 trailer")
+                if self._buffered:
+                    raise PeerError("connection closed in the middle of a line")
+                return CLOSED
+            return NEED_DATA
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PeerError("line is not valid UTF-8") from None
+        if self._state == _TRAILER:
+            return self._check_trailer(text)
+        return Line(text)
+
+    def _check_trailer(self, text: str) -> BodyEnd:
+        words = text.split()
+        if len(words) != 2 or words[0].upper() != "SHA256" or len(words[1]) != 64:
+            raise PeerError(f"expected 'SHA256 <64 hex digits>' after the body, got {text[:80]!r}")
+        expected = words[1].lower()
+        actual = self._hash.hexdigest()
+        if expected != actual:
+            raise PeerError(
+                f"SHA-256 mismatch: body hashes to {actual[:16]}..., sender said {expected[:16]}...",
+                Code.INTEGRITY,
+            )
+        self._state = _LINE
+        return BodyEnd(self._body_size, actual)
+
+
+class BodySender:
+    """Turn file chunks into wire bytes, hashing them; :meth:`finish` adds the trailer."""
+
+    def __init__(self, size: int, encoding: str):
+        self.size = size
+        self.encoding = encoding
+        self.wire_size = wire_length(size, encoding)
+        self._encoder = Encoder(encoding)
+        self._hash = hashlib.sha256()
+        self.sent = 0
+
+    def encode(self, chunk) -> bytes:
+        self._hash.update(chunk)
+        self.sent += len(chunk)
+        return self._encoder.encode(chunk)
+
+    def finish(self) -> bytes:
+        if self.sent != self.size:
+            raise PeerError(f"file changed while being sent: {self.sent} of {self.size} bytes")
+        return self._encoder.finish() + f"SHA256 {self.hexdigest()}\r\n".encode()
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+# --------------------------------------------------------------------------
+# Requests
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    verb: str
+    name: str | None = None
+    size: int | None = None
+    encoding: str = DEFAULT_ENCODING
+
+    def to_line(self) -> bytes:
+        words = [self.verb]
+        if self.name is not None:
+            words.append(self.name)
+        if self.size is not None:
+            words.append(str(self.size))
+        if self.verb in ("UPLOAD", "DOWNLOAD"):
+            words.append(self.encoding)
+        return (" ".join(words) + "\r\n").encode("utf-8")
+
+
+def parse_size(text: str) -> int:
+    if not text.isascii() or not text.isdigit():
+        raise PeerError(f"size must be a whole number of bytes, got {text[:40]!r}")
+    if len(text) > MAX_SIZE_DIGITS:
+        raise PeerError(f"size {text[:40]}... is absurdly large", Code.TOO_LARGE)
+    return int(text)
+
+
+def parse_encoding(text: str) -> str:
+    enc = text.lower()
+    if enc not in ENCODINGS:
+        raise PeerError(f"encoding must be b64 or raw, got {text[:40]!r}")
+    return enc
+
+
+_ARITY = {"LIST": (0, 0), "STATS": (0, 0), "QUIT": (0, 0), "DELETE": (1, 1),
+          "DOWNLOAD": (1, 2), "UPLOAD": (2, 3)}  # fmt: skip
+
+
+def parse_request(text: str) -> Request:
+    """Parse one request line (without CRLF); raise ``PeerError`` when it is malformed."""
+    words = text.split(" ")
+    if not text.strip():
+        raise PeerError("empty request line")
+    verb = words[0].upper()
+    if verb not in _ARITY:
+        raise PeerError(f"unknown verb {words[0][:40]!r}; verbs are {' '.join(VERBS)}")
+    args = words[1:]
+    lo, hi = _ARITY[verb]
+    if not lo <= len(args) <= hi or any(a == "" for a in args):
+        usage = {"UPLOAD": "UPLOAD <name> <size> [b64|raw]", "DOWNLOAD": "DOWNLOAD <name> [b64|raw]",
+                 "DELETE": "DELETE <name>"}.get(verb, verb)  # fmt: skip
+        raise PeerError(f"usage: {usage} (single spaces between words)")
+    if verb in ("LIST", "STATS", "QUIT"):
+        return Request(verb)
+    name = check_name(args[0])
+    if verb == "DELETE":
+        return Request(verb, name)
+    if verb == "DOWNLOAD":
+        return Request(verb, name, encoding=parse_encoding(args[1]) if len(args) > 1 else DEFAULT_ENCODING)
+    size = parse_size(args[1])
+    encoding = parse_encoding(args[2]) if len(args) > 2 else DEFAULT_ENCODING
+    return Request(verb, name, size, encoding)
+
+
+# --------------------------------------------------------------------------
+# Replies
+# --------------------------------------------------------------------------
+
+
+def ok(*words) -> bytes:
+    return (" ".join(["OK", *map(str, words)]) + "\r\n").encode("utf-8")
+
+
+def err(code: Code, message: str) -> bytes:
+    clean = " ".join(str(message).split())[:300] or "error"
+    return f"ERR {Code(code).value} {clean}\r\n".encode("utf-8", "replace")
+
+
+def stats_reply(stats: dict) -> bytes:
+    return ok(json.dumps(stats, separators=(",", ":"), sort_keys=True))
+
+
+@dataclass(frozen=True)
+class Reply:
+    words: tuple[str, ...]  # the words after OK
+    text: str
+
+    def word(self, i: int) -> str:
+        try:
+            return self.words[i]
+        except IndexError:
+            raise PeerError(f"reply too short: {self.text[:80]!r}") from None
+
+    def int_word(self, i: int) -> int:
+        w = self.word(i)
+        if not w.isdigit():
+            raise PeerError(f"expected a number in reply {self.text[:80]!r}")
+        return int(w)
+
+
+def parse_reply(text: str) -> Reply:
+    """Parse a reply line; raise ``RemoteError`` for ``ERR``, ``PeerError`` for garbage."""
+    if text == "OK" or text.startswith("OK "):
+        return Reply(tuple(text.split(" ")[1:]), text)
+    if text.startswith("ERR "):
+        _, _, rest = text.partition(" ")
+        code, _, message = rest.partition(" ")
+        try:
+            code = Code(code)
+        except ValueError:
+            raise PeerError(f"server sent an unknown error code: {text[:120]!r}") from None
+        raise RemoteError(message or code.value, code)
+    raise PeerError(f"malformed reply from server: {text[:120]!r}")
+
+
+def parse_stats(reply: Reply) -> dict:
+    try:
+        return json.loads(reply.text[3:])
+    except ValueError:
+        raise PeerError("STATS reply is not JSON") from None
+
+
+def parse_listing_line(text: str) -> tuple[str, int]:
+    size, _, name = text.partition(" ")
+    if not size.isdigit() or not name:
+        raise PeerError(f"malformed LIST line: {text[:120]!r}")
+    return name, int(size)

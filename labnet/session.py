@@ -1,0 +1,228 @@
+"""One client connection, served start to finish: the part every server model shares.
+
+:func:`serve_connection` is what a pool worker runs, whether the worker is a
+thread (``labnet.server_thread``) or a process (``labnet.server_process``): the
+concurrency model is the only thing that differs between servers.
+
+Resource and error rules
+------------------------
+* Memory is bounded per connection: bodies move in chunks of ``CHUNK`` bytes
+  (a few hundred KiB), whatever the file size.
+* A request the peer got wrong is answered ``ERR <CODE> ...`` and counted as a
+  failure of its verb; the connection stays open when the stream is still in
+  sync (bad line, bad name, missing file), and is closed when it is not (bad
+  body, over-long line, timeout).
+* An upload is published only after its body and digest check out; every
+  other ending -- error, disconnect, shutdown -- removes its temporary file.
+* The socket is always closed on return; nothing here raises.
+
+Must not import threading or multiprocessing: callers bring the concurrency.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+from . import __version__
+from .channel import Channel
+from .codec import wire_length
+from .errors import Code, LabnetError, LocalError, PeerError
+from .protocol import (
+    CLOSED, GREETING, MAX_LINE, BodyEnd, BodySender, Data, err, ok, parse_request, stats_reply,
+)  # fmt: skip
+from .stats import Stats
+from .store import FileStore
+
+log = logging.getLogger("labnet.server")
+
+CHUNK = 3 * 64 * 1024  # file bytes per read: a multiple of 3 keeps base64 padding-free
+
+
+@dataclass
+class ServerConfig:
+    """Everything a server needs to know; the CLI flags map onto these fields."""
+
+    model: str = "thread"
+    workers: int = 5
+    host: str = "127.0.0.1"
+    port: int = 8989
+    root: str = "server_files"
+    backlog: int = 128
+    max_waiting: int = 128  # queued connections before new ones are told BUSY
+    idle_timeout: float = 60.0  # seconds a connection may sit without a complete request
+    max_upload: int = 4 * 1024**3
+    status_every: float = 10.0  # 0 turns the periodic status line off
+    grace: float = 10.0  # seconds in-flight transfers get to finish on shutdown
+    start_method: str | None = None  # process model: "fork", "spawn", "forkserver"
+
+
+class Flags:
+    """Shutdown flags as seen by a connection: two callables, so any Event type fits."""
+
+    def __init__(self, stopping, aborting):
+        self.stopping = stopping
+        self.aborting = aborting
+
+
+def server_info(config: ServerConfig) -> dict:
+    return {"model": config.model, "workers": config.workers, "pid": os.getpid(), "version": __version__}
+
+
+def refuse(sock: socket.socket, code: Code, message: str) -> None:
+    """Tell a connection we will not serve it (BUSY, SHUTDOWN) and close it; never blocks long."""
+    try:
+        sock.settimeout(1.0)
+        sock.sendall(err(code, message))
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+def serve_connection(sock: socket.socket, store: FileStore, stats: Stats, config: ServerConfig, flags: Flags) -> None:
+    """Serve every request on ``sock`` until QUIT, EOF, an unrecoverable error or shutdown."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    chan = Channel(sock, MAX_LINE, idle=config.idle_timeout, should_abort=flags.aborting)
+    stats.add("active", 1)
+    linger = False
+    try:
+        chan.send(GREETING.encode() + b"\r\n")
+        while not flags.stopping():
+            deadline = time.monotonic() + config.idle_timeout
+            try:
+                event = chan.next_event(deadline=deadline, stop=flags.stopping)
+            except LocalError as exc:  # shutting down while the client was idle
+                _send_quietly(chan, err(exc.code, exc.message))
+                return
+            except PeerError as exc:
+                if exc.code == Code.TIMEOUT:
+                    stats.add("timeouts")
+                    _send_quietly(chan, err(Code.TIMEOUT, f"closing idle connection after {config.idle_timeout:g} s"))
+                    return
+                stats.count("INVALID", ok=False)
+                _send_quietly(chan, err(exc.code, exc.message))
+                if chan.rx.broken:
+                    linger = True
+                    return
+                continue
+            if event is CLOSED:
+                return
+            outcome = _serve_request(event.text, chan, store, stats, config, flags)
+            if outcome != KEEP:
+                linger = outcome == LINGER
+                return
+    except (OSError, LabnetError) as exc:
+        log.info("connection ended: %s", exc)
+    except Exception:  # a bug: log it, keep the worker alive
+        log.exception("unexpected error while serving a connection")
+    finally:
+        stats.add("active", -1)
+        if linger:
+            chan.linger_close()
+        else:
+            sock.close()
+
+
+def _send_quietly(chan: Channel, data: bytes) -> None:
+    """Best-effort error reply: bypasses the abort check, bounded by a short timeout."""
+    try:
+        chan.sock.settimeout(2.0)
+        chan.sock.sendall(data)
+    except OSError:
+        pass
+
+
+KEEP, CLOSE, LINGER = "keep", "close", "linger"
+
+
+class _BodyInterrupted(Exception):
+    """A failure after a body started: the byte stream is out of sync, so the connection ends."""
+
+    def __init__(self, cause: LabnetError):
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _serve_request(text: str, chan, store, stats, config, flags) -> str:
+    """Serve one request line; return KEEP, CLOSE or LINGER (close after draining input)."""
+    verb = text.split(" ", 1)[0].upper()
+    try:
+        request = parse_request(text)
+        verb = request.verb
+        if verb == "LIST":
+            files = store.list()
+            lines = [f"{size} {name}\r\n" for name, size in files]
+            chan.send(ok(len(files), "files") + "".join(lines).encode("utf-8"))
+        elif verb == "STATS":
+            snap = stats.snapshot()
+            snap.update(server_info(config))
+            chan.send(stats_reply(snap))
+        elif verb == "DELETE":
+            store.delete(request.name)
+            chan.send(ok("DELETED", request.name))
+        elif verb == "QUIT":
+            chan.send(ok("BYE"))
+            stats.count(verb, ok=True)
+            return CLOSE
+        elif verb == "DOWNLOAD":
+            _download(request, chan, store, stats)
+        elif verb == "UPLOAD":
+            _upload(request, chan, store, stats)
+        stats.count(verb, ok=True)
+        return KEEP
+    except (PeerError, LocalError, _BodyInterrupted) as exc:
+        cause = exc.cause if isinstance(exc, _BodyInterrupted) else exc
+        stats.count(verb, ok=False)
+        if cause.code == Code.TIMEOUT:
+            stats.add("timeouts")
+        if isinstance(cause, LocalError) and cause.code != Code.SHUTDOWN:
+            log.warning("%s failed: %s", verb, cause)
+        _send_quietly(chan, err(cause.code, cause.message))
+        if isinstance(exc, _BodyInterrupted) or chan.rx.broken:
+            return LINGER
+        return KEEP  # nothing of a body was exchanged: the stream is still in sync
+    except OSError:
+        stats.count(verb, ok=False)
+        return CLOSE
+
+
+def _download(request, chan: Channel, store: FileStore, stats: Stats) -> None:
+    f, size = store.open_read(request.name)
+    with f:
+        sender = BodySender(size, request.encoding)
+        chan.send(ok(size, request.encoding, wire_length(size, request.encoding)))
+        try:
+            while True:
+                chunk = f.read(CHUNK)
+                if not chunk:
+                    break
+                chan.send(sender.encode(chunk))
+                stats.add("bytes_out", len(chunk))
+            chan.send(sender.finish())
+        except LabnetError as exc:
+            raise _BodyInterrupted(exc) from exc
+
+
+def _upload(request, chan: Channel, store: FileStore, stats: Stats) -> None:
+    with store.begin_upload(request.name, request.size) as upload:
+        chan.send(ok("SEND", wire_length(request.size, request.encoding)))
+        chan.rx.start_body(request.size, request.encoding)
+        try:
+            while True:
+                event = chan.next_event()  # idle limit only: slow but steady is fine
+                if isinstance(event, Data):
+                    upload.write(event.data)
+                    stats.add("bytes_in", len(event.data))
+                elif isinstance(event, BodyEnd):
+                    break
+                else:
+                    raise PeerError("connection closed during the upload body")
+        except LabnetError as exc:
+            raise _BodyInterrupted(exc) from exc
+        upload.commit()
+        chan.send(ok("STORED", request.name, request.size, event.sha256))

@@ -1,0 +1,190 @@
+"""The server's file store: a flat folder where files appear whole or not at all.
+
+Rules
+-----
+* Names follow :mod:`labnet.names`; a name that still resolves outside the
+  root (a symbolic link planted by hand) is refused as well.
+* An upload streams into a temporary file *inside the root* (so the final
+  ``os.replace`` is an atomic rename on one file system), named
+  ``.upload-<random>.part``: dot-names are never valid names, so temporary
+  files are never listed nor downloadable.
+* :meth:`Upload.commit` publishes with ``os.replace`` -- only called after the
+  whole body arrived and its SHA-256 matched.  :meth:`Upload.abort` (also run
+  by the context manager on any exception) removes the temporary file.  Two
+  concurrent uploads of one name: the last to commit wins, whole.
+* Temporary files left by a server that was killed outright are removed when
+  a store is opened on the folder (one server per folder is assumed).
+
+Durability against power loss is *not* attempted (no fsync): the lab cares
+about process crashes and disconnects, which the rename already covers.
+
+This module must not import sockets or threads.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import Code, LocalError, PeerError
+from .names import check_name
+
+TEMP_PREFIX = ".upload-"
+TEMP_SUFFIX = ".part"
+DEFAULT_MAX_UPLOAD = 4 * 1024**3  # 4 GiB: generous for a lab, refuses absurd sizes
+
+
+def _storage_error(exc: OSError, doing: str) -> LocalError:
+    reason = {
+        errno.ENOSPC: "disk full",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EFBIG: "file too large for this file system",
+        errno.EROFS: "file system is read-only",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+    }.get(exc.errno, exc.strerror or str(exc))
+    return LocalError(f"{doing}: {reason}", Code.STORAGE)
+
+
+class FileStore:
+    def __init__(self, root, max_upload: int = DEFAULT_MAX_UPLOAD, clean_temp: bool = True):
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.max_upload = max_upload
+        if clean_temp:
+            self.remove_stale_temp_files()
+
+    # -- names -------------------------------------------------------------
+
+    def path_for(self, name: str) -> Path:
+        """The path of ``name`` in the root; ``PeerError(BAD_NAME)`` if it escapes."""
+        check_name(name)
+        path = self.root / name
+        # A symlink (or anything odd) that resolves elsewhere is not ours to serve.
+        if path.resolve().parent != self.root:
+            raise PeerError(f"name resolves outside the server folder: {name!r}", Code.BAD_NAME)
+        return path
+
+    # -- reading -----------------------------------------------------------
+
+    def list(self) -> list[tuple[str, int]]:
+        """Visible regular files as ``(name, size)``, sorted by name."""
+        out = []
+        with os.scandir(self.root) as it:
+            for entry in it:
+                if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                    continue
+                try:
+                    out.append((entry.name, entry.stat(follow_symlinks=False).st_size))
+                except FileNotFoundError:  # deleted while listing
+                    continue
+        return sorted(out)
+
+    def open_read(self, name: str):
+        """Open ``name`` for reading; returns ``(file, size)``. The size is fixed at open."""
+        path = self.path_for(name)
+        try:
+            f = open(path, "rb")
+        except (FileNotFoundError, IsADirectoryError):
+            raise PeerError(f"no such file: {name}", Code.NOT_FOUND) from None
+        except OSError as exc:
+            raise _storage_error(exc, f"cannot open {name}") from None
+        size = os.fstat(f.fileno()).st_size
+        return f, size
+
+    # -- changing ----------------------------------------------------------
+
+    def delete(self, name: str) -> None:
+        path = self.path_for(name)
+        try:
+            if not path.is_file() or path.is_symlink():
+                raise PeerError(f"no such file: {name}", Code.NOT_FOUND)
+            path.unlink()
+        except FileNotFoundError:
+            raise PeerError(f"no such file: {name}", Code.NOT_FOUND) from None
+        except OSError as exc:
+            raise _storage_error(exc, f"cannot delete {name}") from None
+
+    def check_upload(self, name: str, size: int) -> Path:
+        """Refuse an upload before any body byte is read (bad name, too large, no room)."""
+        path = self.path_for(name)
+        if size > self.max_upload:
+            raise PeerError(f"{size} bytes is over this server's limit of {self.max_upload}", Code.TOO_LARGE)
+        if path.is_dir():
+            raise PeerError(f"{name} is a folder on the server", Code.BAD_NAME)
+        free = shutil.disk_usage(self.root).free
+        if size > free:
+            raise LocalError(f"not enough disk space: {size} bytes needed, {free} free", Code.STORAGE)
+        return path
+
+    def begin_upload(self, name: str, size: int) -> Upload:
+        path = self.check_upload(name, size)
+        try:
+            fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=self.root)
+        except OSError as exc:
+            raise _storage_error(exc, f"cannot store {name}") from None
+        return Upload(name, path, Path(temp), os.fdopen(fd, "wb"))
+
+    def temp_files(self) -> list[Path]:
+        return sorted(self.root.glob(TEMP_PREFIX + "*" + TEMP_SUFFIX))
+
+    def remove_stale_temp_files(self) -> int:
+        removed = 0
+        for path in self.temp_files():
+            try:
+                path.unlink()
+                removed += 1
+            except OSError:
+                pass
+        return removed
+
+
+class Upload:
+    """One upload in progress.  Use as a context manager: leaving it by an exception aborts."""
+
+    def __init__(self, name: str, final: Path, temp: Path, file):
+        self.name = name
+        self.final = final
+        self.temp = temp
+        self._file = file
+        self.written = 0
+        self.done = False
+
+    def write(self, data) -> None:
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            raise _storage_error(exc, f"cannot store {self.name}") from None
+        self.written += len(data)
+
+    def commit(self) -> None:
+        """Publish the file under its name (atomically replacing an older one)."""
+        try:
+            self._file.close()
+            os.replace(self.temp, self.final)
+        except OSError as exc:
+            self.abort()
+            raise _storage_error(exc, f"cannot store {self.name}") from None
+        self.done = True
+
+    def abort(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        try:
+            self.temp.unlink()
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self) -> Upload:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.abort()  # no-op after commit
