@@ -69,7 +69,7 @@ class Channel:
                 self.sock.settimeout(self._wait_slice(deadline, idle_deadline))
                 try:
                     data = self.sock.recv(RECV_SIZE)
-                except socket.timeout:
+                except TimeoutError:
                     continue
                 break
             self.bytes_read += len(data)
@@ -87,7 +87,7 @@ class Channel:
             self.sock.settimeout(self._wait_slice(None, idle_deadline))
             try:
                 sent = self.sock.send(view)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             view = view[sent:]
             self.bytes_sent += sent

@@ -36,8 +36,17 @@ from .codec import ENCODINGS, wire_length
 from .errors import Code, PeerError, RemoteError, UsageError
 from .names import check_name
 from .protocol import (
-    CLOSED, GREETING, MAX_REPLY_LINE, BodyEnd, BodySender, Data, Line, Request, parse_listing_line,
-    parse_reply, parse_stats,
+    CLOSED,
+    GREETING,
+    MAX_REPLY_LINE,
+    BodyEnd,
+    BodySender,
+    Data,
+    Line,
+    Request,
+    parse_listing_line,
+    parse_reply,
+    parse_stats,
 )  # fmt: skip
 
 CHUNK = 3 * 64 * 1024  # multiple of 3: see labnet.codec

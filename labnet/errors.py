@@ -72,3 +72,6 @@ class UsageError(LabnetError):
     """Bad arguments given to a labnet command or function (not a network error)."""
 
     default_code = Code.BAD_REQUEST
+
+    def __str__(self) -> str:
+        return self.message

@@ -21,6 +21,11 @@ DEFAULT_SIZES = ("10MB", "50MB", "100MB")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 
 
+def quick_mode() -> bool:
+    """True when ``LABNET_QUICK=1``: small files and pools everywhere (tests, notebooks under test)."""
+    return os.environ.get("LABNET_QUICK", "").strip() not in ("", "0", "false", "no")
+
+
 def parse_size(text: str | int) -> int:
     """``"10MB"`` -> 10_000_000; ``"1MiB"`` -> 1_048_576; ``"123"`` -> 123 bytes."""
     if isinstance(text, int):
@@ -71,3 +76,23 @@ def make_test_file(dest, size: int, seed: int = 0) -> Path:
 
 def make_test_files(dest="client_files", sizes=DEFAULT_SIZES) -> list[Path]:
     return [make_test_file(dest, parse_size(s)) for s in sizes]
+
+
+def project_dir(start=None) -> Path:
+    """The labnet project folder: the nearest of ``start`` (default: cwd) and its parents that
+    holds ``server_files/`` and ``client_files/``.  Notebooks run in ``notebooks/``, the CLI
+    at the top: both find the same data folders.  Falls back to ``start`` itself."""
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "server_files").is_dir() and (folder / "client_files").is_dir():
+            return folder
+    return here
+
+
+def data_dir(kind: str, start=None) -> Path:
+    """``server_files``, ``client_files`` or ``client_downloads`` of the project (created if missing)."""
+    if kind not in ("server_files", "client_files", "client_downloads"):
+        raise UsageError(f"unknown data folder {kind!r}")
+    path = project_dir(start) / kind
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -21,6 +21,7 @@ Must not import a concrete server module at import time (they import this).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import sys
@@ -28,6 +29,7 @@ import threading
 import time
 
 from .errors import Code, UsageError
+from .procutil import set_parent_death_signal
 from .session import ServerConfig, refuse
 from .stats import Stats, status_line
 from .store import FileStore
@@ -108,7 +110,7 @@ class BaseServer:
         while not self._stop_requested.is_set():
             try:
                 conn, _ = self.listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError as exc:  # EMFILE and friends: back off, keep serving
                 log.warning("accept failed: %s", exc)
@@ -155,11 +157,33 @@ def create_server(config: ServerConfig) -> BaseServer:
     raise UsageError(f"unknown server model {config.model!r}; choose thread or process")
 
 
+def _watch_parent(server: BaseServer, parent_pid: int) -> None:
+    """Stop the server when the process that launched it is gone (a killed notebook kernel)."""
+    while not server._stop_requested.wait(0.5):
+        if os.getppid() != parent_pid:
+            print("[labnet] launching process is gone: stopping", flush=True)
+            server.request_stop()
+            return
+
+
 def run_server(config: ServerConfig) -> int:
-    """Run a server in this process until SIGINT/SIGTERM; the CLI's ``labnet server``."""
+    """Run a server in this process until SIGINT/SIGTERM; the CLI's ``labnet server``.
+
+    When started by ``labnet.launcher`` (``LABNET_PARENT_PID`` set), the server
+    also stops when its launcher dies: a parent-death signal (prctl) where the
+    launcher asked for one, and a watchdog on the parent PID in every case.
+    """
+    parent_pid = int(os.environ.get("LABNET_PARENT_PID", "0") or 0)
+    if parent_pid:
+        if os.environ.get("LABNET_PDEATHSIG") == "1":
+            set_parent_death_signal(signal.SIGTERM)
+        if os.getppid() != parent_pid:
+            return 1
     server = create_server(config)
     server.start()
     host, port = server.address
+    if parent_pid:
+        threading.Thread(target=_watch_parent, args=(server, parent_pid), daemon=True).start()
 
     def on_signal(signum, frame):
         print(f"[labnet] {signal.Signals(signum).name}: stopping (grace {config.grace:g} s)", flush=True)

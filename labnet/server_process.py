@@ -126,7 +126,7 @@ def worker_main(handoff: socket.socket, config: ServerConfig, stats: Stats, stop
     while not flags.aborting():
         try:
             _, fds, _, _ = socket.recv_fds(handoff, 16, 4)
-        except socket.timeout:
+        except TimeoutError:
             if stopping.is_set() or os.getppid() != parent_pid:
                 break  # nothing queued and the server is stopping
             continue

@@ -32,7 +32,16 @@ from .channel import Channel
 from .codec import wire_length
 from .errors import Code, LabnetError, LocalError, PeerError
 from .protocol import (
-    CLOSED, GREETING, MAX_LINE, BodyEnd, BodySender, Data, err, ok, parse_request, stats_reply,
+    CLOSED,
+    GREETING,
+    MAX_LINE,
+    BodyEnd,
+    BodySender,
+    Data,
+    err,
+    ok,
+    parse_request,
+    stats_reply,
 )  # fmt: skip
 from .stats import Stats
 from .store import FileStore
