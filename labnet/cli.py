@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dest", default="client_files")
 
     # Subcommands defined next to their code set ``func`` (see labnet.stress, labnet.experiments).
+    from . import experiments, stress
+
+    stress.add_cli(sub)
+    experiments.add_cli(sub)
     return parser
 
 

@@ -83,12 +83,17 @@ class Client:
     ``timeout``: seconds without progress before a transfer fails.
     ``wait_timeout``: how long to wait for a busy server to take the
     connection (the greeting); queueing behind a small pool is normal.
+    ``should_abort``: optional callable checked at least every 0.25 s while
+    waiting and before every chunk; when it returns true the call in
+    progress raises ``LocalError(SHUTDOWN)`` (a stress run being cancelled
+    or hitting its time limit).  It may be called from this thread only.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, timeout: float = 60.0,
-                 wait_timeout: float = 600.0):  # fmt: skip
+                 wait_timeout: float = 600.0, should_abort=None):  # fmt: skip
         self.host, self.port = host, port
         self.timeout, self.wait_timeout = timeout, wait_timeout
+        self.should_abort = should_abort
         self._chan: Channel | None = None
         self.wait_seconds = 0.0  # connect until the server started on us
         self.connect_seconds = 0.0
@@ -105,6 +110,8 @@ class Client:
         t1 = time.perf_counter()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         chan = Channel(sock, MAX_REPLY_LINE, idle=self.timeout)
+        if self.should_abort is not None:
+            chan.should_abort = self.should_abort
         try:
             line = self._line(chan, deadline=time.monotonic() + self.wait_timeout, idle=False)
             parse_reply(line)  # raises RemoteError for ERR BUSY / SHUTDOWN

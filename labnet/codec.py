@@ -88,7 +88,9 @@ class Decoder:
     """Decode a wire body chunk by chunk; raise ``PeerError(INTEGRITY)`` on bad base64.
 
     Padding (``=``) is accepted only in the last group of the whole body; the
-    caller tells the decoder when the body is complete with :meth:`finish`.
+    caller says which chunk completes the body with ``decode(chunk, final=True)``
+    (or calls :meth:`finish` after the last chunk).  A padded group at the end
+    of a non-final chunk is held back: it is refused only if more data follows.
     """
 
     def __init__(self, encoding: str):
@@ -97,22 +99,30 @@ class Decoder:
         self.encoding = encoding
         self._held = b""
 
-    def decode(self, chunk: bytes, final: bool = False) -> bytes:
+    def decode(self, chunk, final: bool = False) -> bytes:
         if self.encoding == "raw":
             return chunk
         if self._held:
             chunk = self._held + chunk
+        elif not isinstance(chunk, (bytes, bytearray)):
+            chunk = bytes(chunk)
         cut = len(chunk) if final else len(chunk) - len(chunk) % 4
-        self._held = chunk[cut:]
-        body = chunk[:cut]
-        if not body:
+        if not final and cut and chunk.find(b"=", cut - 4, cut) != -1:
+            cut -= 4  # maybe the body's last group: decide when we know what follows
+        self._held = bytes(chunk[cut:])
+        if not cut:
             return b""
         # A "=" anywhere but in the final group would make a decoder stop
         # early or mis-align: exactly the seed's silent truncation.
-        eq = body.find(b"=")
-        if eq != -1 and (not final or eq < len(body) - 2):
+        eq = chunk.find(b"=", 0, cut)
+        if eq != -1 and (not final or eq < cut - 2):
             raise PeerError("base64 padding in the middle of the body", Code.INTEGRITY)
+        body = chunk if cut == len(chunk) else memoryview(chunk)[:cut]  # no copy
         try:
             return _b64decode_raw(body)
         except (binascii.Error, ValueError) as exc:
             raise PeerError(f"invalid base64 in body: {exc}", Code.INTEGRITY) from None
+
+    def finish(self) -> bytes:
+        """Decode what is held back, as the end of the body (raises if it is not a whole group)."""
+        return self.decode(b"", final=True)

@@ -24,8 +24,17 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import struct
 import time
 from dataclasses import dataclass
+
+try:  # SIOCOUTQ (== TIOCOUTQ on Linux): see _unacknowledged
+    import fcntl
+    import termios
+
+    _SIOCOUTQ = termios.TIOCOUTQ if hasattr(termios, "TIOCOUTQ") else None
+except ImportError:  # pragma: no cover - not on Windows
+    _SIOCOUTQ = None
 
 from . import __version__
 from .channel import Channel
@@ -99,6 +108,7 @@ def serve_connection(sock: socket.socket, store: FileStore, stats: Stats, config
     chan = Channel(sock, MAX_LINE, idle=config.idle_timeout, should_abort=flags.aborting)
     stats.add("active", 1)
     linger = False
+    unacked = 0  # reply bytes the client had not yet acknowledged at the last deadline
     try:
         chan.send(GREETING.encode() + b"\r\n")
         while not flags.stopping():
@@ -110,6 +120,13 @@ def serve_connection(sock: socket.socket, store: FileStore, stats: Stats, config
                 return
             except PeerError as exc:
                 if exc.code == Code.TIMEOUT:
+                    # Our last send() returning only means the reply is in kernel buffers: a slow
+                    # client may still be reading a download.  It is not idle while the bytes it
+                    # has not acknowledged keep shrinking; then the deadline starts over.
+                    left = _unacknowledged(sock)
+                    if 0 < left and (unacked == 0 or left < unacked):
+                        unacked = left
+                        continue
                     stats.add("timeouts")
                     _send_quietly(chan, err(Code.TIMEOUT, f"closing idle connection after {config.idle_timeout:g} s"))
                     return
@@ -121,6 +138,7 @@ def serve_connection(sock: socket.socket, store: FileStore, stats: Stats, config
                 continue
             if event is CLOSED:
                 return
+            unacked = 0
             outcome = _serve_request(event.text, chan, store, stats, config, flags)
             if outcome != KEEP:
                 linger = outcome == LINGER
@@ -137,6 +155,16 @@ def serve_connection(sock: socket.socket, store: FileStore, stats: Stats, config
             sock.close()
 
 
+def _unacknowledged(sock: socket.socket) -> int:
+    """Bytes sent on ``sock`` that the peer has not acknowledged (Linux ``SIOCOUTQ``; 0 elsewhere)."""
+    if _SIOCOUTQ is None:
+        return 0
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), _SIOCOUTQ, b"\0\0\0\0"))[0]
+    except (OSError, ValueError):
+        return 0
+
+
 def _send_quietly(chan: Channel, data: bytes) -> None:
     """Best-effort error reply: bypasses the abort check, bounded by a short timeout."""
     try:
@@ -150,11 +178,16 @@ KEEP, CLOSE, LINGER = "keep", "close", "linger"
 
 
 class _BodyInterrupted(Exception):
-    """A failure after a body started: the byte stream is out of sync, so the connection ends."""
+    """A failure after a body started: the byte stream is out of sync, so the connection ends.
 
-    def __init__(self, cause: LabnetError):
+    ``sending``: we were sending the body (a download), so an ``ERR`` line now would
+    only reach the client as bytes of that body; the connection is just closed.
+    """
+
+    def __init__(self, cause: LabnetError, sending: bool = False):
         super().__init__(str(cause))
         self.cause = cause
+        self.sending = sending
 
 
 def _serve_request(text: str, chan, store, stats, config, flags) -> str:
@@ -191,7 +224,11 @@ def _serve_request(text: str, chan, store, stats, config, flags) -> str:
             stats.add("timeouts")
         if isinstance(cause, LocalError) and cause.code != Code.SHUTDOWN:
             log.warning("%s failed: %s", verb, cause)
+        if isinstance(exc, _BodyInterrupted) and exc.sending:
+            return CLOSE  # the client sees the body end early: nothing is committed on its side
         _send_quietly(chan, err(cause.code, cause.message))
+        if cause.code == Code.TIMEOUT:
+            return CLOSE  # the client went quiet: there is nothing to drain, free the worker now
         if isinstance(exc, _BodyInterrupted) or chan.rx.broken:
             return LINGER
         return KEEP  # nothing of a body was exchanged: the stream is still in sync
@@ -214,7 +251,7 @@ def _download(request, chan: Channel, store: FileStore, stats: Stats) -> None:
                 stats.add("bytes_out", len(chunk))
             chan.send(sender.finish())
         except LabnetError as exc:
-            raise _BodyInterrupted(exc) from exc
+            raise _BodyInterrupted(exc, sending=True) from exc
 
 
 def _upload(request, chan: Channel, store: FileStore, stats: Stats) -> None:
