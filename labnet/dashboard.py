@@ -166,26 +166,39 @@ def summary_html(summary: dict, server_desc: str = "") -> str:
             f"<table>{body}</table><small>MB = 10<sup>6</sup> bytes</small></div>")  # fmt: skip
 
 
+def draw_timeline(ax, result, title: str | None = None, legend: bool = True) -> None:
+    """Each client of a run as a bar from the common start: grey while waiting to be served, then transferring.
+
+    Blue for a client that succeeded, red for one that failed.  Clients are
+    drawn in the order the server took them (shortest wait first), so a
+    queue shows as a staircase; the labels are the client workers' ids.
+    """
+    recs = sorted(result.records, key=lambda r: (r.wait_seconds, r.worker))
+    pos = list(range(len(recs)))
+    wait = [r.wait_seconds for r in recs]
+    transfer = [r.transfer_seconds if r.ok else max(r.total_seconds - r.wait_seconds, 0) for r in recs]
+    ax.barh(pos, wait, color="#c7c7c7", label="waiting to be served")
+    ax.barh(pos, transfer, left=wait, color=["#4c72b0" if r.ok else "#c44e52" for r in recs], label="transferring")
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds since the common start")
+    ax.set_ylabel("client worker (in the order served)")
+    s = result.summary
+    ax.set_title(title or f"{s['op']} {s['size_label']} × {s['clients']}: where each client's time went")
+    if len(pos) <= 20:
+        ax.set_yticks(pos, [str(r.worker) for r in recs])
+    else:
+        ax.set_yticks([])
+    if legend:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize="small", frameon=False)
+
+
 def plot_run(result, history=()):
     """Left: each client's time, waiting vs transferring.  Right: throughput per client for every run so far."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 3.6), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2, width_ratios=[3, 2])
-    recs = sorted(result.records, key=lambda r: r.worker)
-    ids = [r.worker for r in recs]
-    wait = [r.wait_seconds for r in recs]
-    transfer = [r.transfer_seconds if r.ok else max(r.total_seconds - r.wait_seconds, 0) for r in recs]
-    ax1.barh(ids, wait, color="#c7c7c7", label="waiting to be served")
-    ax1.barh(ids, transfer, left=wait, color=["#4c72b0" if r.ok else "#c44e52" for r in recs], label="transferring")
-    ax1.invert_yaxis()
-    ax1.set_xlabel("seconds since the common start")
-    ax1.set_ylabel("client worker")
-    s = result.summary
-    ax1.set_title(f"{s['op']} {s['size_label']} × {s['clients']}: where each client's time went")
-    if len(ids) <= 20:
-        ax1.set_yticks(ids)
-    ax1.legend(loc="lower right", fontsize="small")
+    draw_timeline(ax1, result)
 
     runs = list(history)[-8:]
     labels = [f"#{i}\n{r.summary['op'][:2]} {r.summary['size_label']}\n×{r.summary['clients']} {r.config.get('server', '')}"
@@ -194,11 +207,69 @@ def plot_run(result, history=()):
     bars = ax2.bar(range(len(runs)), vals, color="#55a868")
     ax2.bar_label(bars, fmt="%.1f", fontsize="small")
     ax2.set_xticks(range(len(runs)), labels, fontsize="x-small")
-    ax2.set_ylabel("MB/s per client (mean)")
-    ax2.set_title("Throughput per client, run by run (MB = 10^6 B)")
+    ax2.set_ylabel("MB/s per client, mean (MB = 10^6 B)")
+    ax2.set_title("Throughput per client, run by run")
     if vals:
         ax2.set_ylim(0, max(vals) * 1.2 or 1)
     return fig
+
+
+class LiveCounters:
+    """A live view of a server's counters while a cell works: ``with LiveCounters(srv): stress.run(...)``.
+
+    Reads the status line the server prints every ``status_every`` seconds
+    (start it with ``BackgroundServer(..., status_every=0.5)``), so it never
+    takes a worker away from the clients; at the end it shows the exact
+    ``STATS``.  ``peak`` keeps the highest ``active`` and ``waiting`` seen.
+    """
+
+    def __init__(self, server: BackgroundServer, every: float = 0.25):
+        import ipywidgets as W
+
+        self.server, self.every = server, every
+        self.widget = W.HTML(counters_html(None, server="waiting for the first status line..."))
+        self.widget.add_class("labnet-counters")
+        self.tail = LogTail(server.log_path)
+        self.peak = {"active": 0, "waiting": 0}
+        self.final: dict | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="labnet-live-counters", daemon=True)
+
+    def _desc(self) -> str:
+        s = self.server
+        return f"{s.model} pool × {s.workers} on {s.address[0]}:{s.address[1]}"
+
+    def _show(self) -> None:
+        snap = self.tail.poll()
+        if snap:
+            for k in self.peak:
+                self.peak[k] = max(self.peak[k], snap.get(k, 0))
+            self.widget.value = counters_html(snap, "live: the server's status line", self._desc())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self._show()
+            except Exception:
+                pass
+
+    def __enter__(self) -> LiveCounters:
+        from IPython.display import display
+
+        display(self.widget)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        try:
+            snap = self.server.stats()
+            snap["active"] = max(snap.get("active", 1) - 1, 0)  # not counting the STATS connection itself
+            self.final = snap
+            self.widget.value = counters_html(snap, "STATS after the run", self._desc())
+        except Exception as exc:
+            self.widget.value = counters_html(None, server=f"STATS failed: {exc}")
 
 
 def figure_png(fig) -> bytes:
@@ -263,11 +334,12 @@ class Dashboard:
 
         volumes = tuple(volumes or default_volumes())
         quick = quick_mode()
-        style = {"description_width": "150px"}
-        lay = W.Layout(width="330px")
+        style = {"description_width": "110px"}
+        lay = W.Layout(width="260px")
 
         def toggle(options, value, desc, cls):
-            w = W.ToggleButtons(options=options, value=value, description=desc, style={**style, "button_width": "80px"})
+            w = W.ToggleButtons(options=options, value=value, description=desc, style={**style, "button_width": "90px"},
+                                tooltips=[f"{desc}: {o}" for o in options], layout=W.Layout(width="400px"))
             w.add_class(cls)
             return w
 
@@ -277,7 +349,7 @@ class Dashboard:
             return w
 
         self.op = toggle(["download", "upload"], "download", "Operation", "labnet-op")
-        self.volume = dropdown(list(volumes), volumes[0], "Volume (MB = 10^6 B)", "labnet-volume")
+        self.volume = dropdown(list(volumes), volumes[0], "Volume", "labnet-volume")
         self.clients = dropdown(list(CLIENT_CHOICES), 2 if quick else 5, "Client workers", "labnet-clients")
         self.client_pool = toggle(["thread", "process"], "thread", "Client pool", "labnet-client-pool")
         self.server_model = toggle(["thread", "process"], "thread", "Server model", "labnet-server-model")
@@ -294,7 +366,7 @@ class Dashboard:
         self.progress.add_class("labnet-progress")
         self.progress_label = W.HTML("0%")
         self.progress_label.add_class("labnet-progress-label")
-        self.counters = W.HTML(counters_html(None))
+        self.counters = W.HTML(counters_html(None), layout=W.Layout(width="400px"))
         self.counters.add_class("labnet-counters")
         self.summary = W.HTML("<i>The summary of a run appears here when it ends.</i>")
         self.summary.add_class("labnet-summary")
@@ -308,9 +380,11 @@ class Dashboard:
 
         self._controls = [self.op, self.volume, self.clients, self.client_pool, self.server_model,
                           self.server_workers, self.encoding]  # fmt: skip
-        left = W.VBox([W.HTML("<b>Clients</b>"), self.op, self.volume, self.clients, self.client_pool, self.encoding])
+        left = W.VBox([W.HTML("<b>Clients</b>"), self.op, self.volume, self.clients, self.client_pool, self.encoding],
+                      layout=W.Layout(width="420px"))
         right = W.VBox([W.HTML("<b>Server</b>"), self.server_model, self.server_workers,
-                        W.HBox([self.run_button, self.stop_button]), self.status])  # fmt: skip
+                        W.HBox([self.run_button, self.stop_button]), self.status],
+                       layout=W.Layout(width="440px"))  # fmt: skip
         self.widget = W.VBox([
             W.HBox([left, right]),
             W.HBox([self.progress, self.progress_label]),

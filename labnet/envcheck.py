@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from .files import DEFAULT_SIZES, parse_size, project_dir, quick_mode
+from .files import parse_size, project_dir, quick_mode, size_label
 
 MIN_PYTHON = (3, 10)
 # (distribution, import name, required?, what it is for)
@@ -207,9 +207,19 @@ def environment_report() -> Report:
     return Report(run_checks())
 
 
+def lab_dimensions() -> dict:
+    """The matrix the lab uses (``labnet.experiments``): the assignment's, or the small one in quick mode.
+
+    ``{"ops", "volumes" (bytes), "clients", "server_workers"}``.
+    """
+    from .experiments import ETS_DIMENSIONS, QUICK_DIMENSIONS
+
+    return dict(QUICK_DIMENSIONS if quick_mode() else ETS_DIMENSIONS)
+
+
 def lab_sizes() -> tuple[str, ...]:
-    """The test-file sizes the lab uses: the assignment's 10/50/100 MB, or small ones in quick mode."""
-    return ("100KB", "500KB", "1MB") if quick_mode() else DEFAULT_SIZES
+    """The test-file sizes the lab uses as labels: the assignment's 10/50/100 MB, or small ones in quick mode."""
+    return tuple(size_label(v) for v in lab_dimensions()["volumes"])
 
 
 def lab_bytes() -> int:

@@ -229,7 +229,11 @@ def plan_cells(*, ops=None, volumes=None, clients=None, server_workers=None, ser
     ax_vol = axis(base["volumes"], sel_vol)
     ax_cli = axis(base["clients"], sel_cli)
     ax_srv = axis(base["server_workers"], sel_srv)
-    numbers = {combo: i + 1 for i, combo in enumerate(product(ax_ops, ax_vol, ax_cli, ax_srv))}
+    # The matrix's own cells keep their number in the full table; other values come after it.
+    numbers = {combo: i + 1 for i, combo in enumerate(product(base["ops"], base["volumes"], base["clients"],
+                                                              base["server_workers"]))}  # fmt: skip
+    for combo in product(ax_ops, ax_vol, ax_cli, ax_srv):
+        numbers.setdefault(combo, len(numbers) + 1)
     cells = []
     for model in sel_models:
         for pool in sel_pools:
@@ -604,7 +608,7 @@ def run_cell(cell: Cell, *, files_dir, server_root, downloads_dir, encoding: str
         return _finish_row(row)
     finally:
         server.cleanup_log()
-    if any(r.category == "cancelled" for r in result.records):
+    if cancel is not None and cancel.is_set() and any(r.category == "cancelled" for r in result.records):
         raise Cancelled(cell)
     s = result.summary
     mismatches = sum(1 for r in result.records if r.category == "integrity")

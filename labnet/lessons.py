@@ -592,6 +592,70 @@ def plot_designs(rows):
 
 
 # ---------------------------------------------------------------------------
+# Queueing: plots of stress runs (labnet.stress results)
+# ---------------------------------------------------------------------------
+
+
+def served_one_at_a_time(result, slack: float = 0.002) -> bool:
+    """True if no two clients of ``result`` were being served at the same time.
+
+    Client ``i`` is served from when it got the greeting (``wait_seconds``
+    after the common start) until its transfer ended (``total_seconds``).
+    With one server worker these intervals cannot overlap: the next client
+    is greeted only after the previous one said QUIT.
+    """
+    spans = sorted((r.wait_seconds, r.total_seconds) for r in result.records if r.ok)
+    return all(nxt[0] >= cur[1] - slack for cur, nxt in zip(spans, spans[1:], strict=False))
+
+
+def plot_timelines(results, titles=None):
+    """Side by side, each run's clients on a timeline (grey: waiting, blue: transferring); shared time axis."""
+    from matplotlib.figure import Figure
+
+    from .dashboard import draw_timeline
+
+    results = list(results)
+    fig = Figure(figsize=(4.6 * len(results), 0.35 * max(len(r.records) for r in results) + 2.2),
+                 layout="constrained")  # fmt: skip
+    axes = fig.subplots(1, len(results), sharex=True, squeeze=False)[0]
+    for i, (ax, res) in enumerate(zip(axes, results, strict=True)):
+        draw_timeline(ax, res, title=(titles[i] if titles else None), legend=False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize="small", frameon=False)
+    return fig
+
+
+def plot_queueing(results, title: str = ""):
+    """Mean time per client split into waiting and transferring, for every (server workers, clients) run.
+
+    ``results``: ``StressResult``s whose ``config`` has ``server_workers``.
+    One panel per server pool size, clients on the x axis.
+    """
+    from matplotlib.figure import Figure
+
+    results = list(results)
+    pools = sorted({r.config["server_workers"] for r in results})
+    fig = Figure(figsize=(3.6 * len(pools) + 0.6, 3.6), layout="constrained")
+    axes = fig.subplots(1, len(pools), sharey=True, squeeze=False)[0]
+    for ax, workers in zip(axes, pools, strict=True):
+        runs = sorted((r for r in results if r.config["server_workers"] == workers), key=lambda r: r.summary["clients"])
+        labels = [str(r.summary["clients"]) for r in runs]
+        wait = [r.summary["wait_mean"] or 0 for r in runs]
+        transfer = [r.summary["transfer_mean"] or 0 for r in runs]
+        ax.bar(labels, wait, color="#c7c7c7", label="waiting to be served")
+        ax.bar(labels, transfer, bottom=wait, color="#4c72b0", label="transferring")
+        ax.set_title(f"{workers} server worker{'s' if workers > 1 else ''}")
+        ax.set_xlabel("client workers")
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].set_ylabel("mean seconds per client")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize="small", frameon=False)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# ---------------------------------------------------------------------------
 # Small helpers for the notebooks
 # ---------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 MB = 10**6
 MODELS = ("thread", "process")
@@ -139,6 +140,11 @@ def plot_time(rows, client_pool: str | None = None) -> Figure:
                 ax.set_xlabel("client workers")
             if j == 0:
                 ax.set_ylabel("total time per client (s)")
+    times = [r["time_p50_s"] for r in rows if r.get("time_p50_s")]
+    if times and max(times) / min(times) > 50:  # 1 x 10 MB next to 50 x 100 MB: log scale shows both
+        for row in axes:
+            for ax in row:
+                ax.set_yscale("log")
     _legend(fig, axes)
     fig.suptitle(title)
     return fig
@@ -180,6 +186,7 @@ def plot_counts(rows, client_pool: str | None = None) -> Figure:
         ax2.set_title(f"server's own counts (STATS), {model} server")
         ax2.set_ylabel("requests")
         for a in (ax, ax2):
+            a.yaxis.set_major_locator(MaxNLocator(integer=True))
             a.set_xticks(x)
             a.set_xticklabels(labels, fontsize=7, rotation=90 if len(x) > 20 else 0)
             a.set_xlabel("Nomor (row)")

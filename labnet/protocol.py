@@ -211,6 +211,9 @@ class Receiver:
                 if self._state == _TRAILER:
                     raise PeerError("connection closed before the SHA256 trailer")
                 if self._buffered:
+                    # Nothing more can come: the stream is over (a caller that kept
+                    # reading after this error would otherwise get it forever).
+                    self._state = _BROKEN
                     raise PeerError("connection closed in the middle of a line")
                 return CLOSED
             return NEED_DATA

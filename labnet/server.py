@@ -118,7 +118,9 @@ class BaseServer:
                 continue
             conn.settimeout(None)
             self.stats.add("connections")
-            if self.stats.get("waiting") >= self.config.max_waiting:
+            # Full = every worker busy *and* max_waiting queued.  Counting the sum, not just the
+            # queue, keeps a connection still on its way to an idle worker from causing a BUSY.
+            if self.stats.get("active") + self.stats.get("waiting") >= self.config.workers + self.config.max_waiting:
                 self.stats.add("busy")
                 refuse(conn, Code.BUSY, f"all {self.config.workers} workers busy and "
                        f"{self.config.max_waiting} clients waiting; try again later")  # fmt: skip

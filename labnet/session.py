@@ -69,7 +69,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8989
     root: str = "server_files"
-    backlog: int = 128
+    backlog: int = 1024  # a burst of 200 connects must not overflow it (the kernel caps it at somaxconn)
     max_waiting: int = 128  # queued connections before new ones are told BUSY
     idle_timeout: float = 60.0  # seconds a connection may sit without a complete request
     max_upload: int = 4 * 1024**3
@@ -149,8 +149,8 @@ def serve_connection(sock: socket.socket, store: FileStore, stats: Stats, config
         log.exception("unexpected error while serving a connection")
     finally:
         stats.add("active", -1)
-        if linger:
-            chan.linger_close()
+        if linger:  # aborting at the end of the grace period: the shutdown must not wait for a slow peer
+            chan.linger_close(max_seconds=0.25 if flags.aborting() else 2.0)
         else:
             sock.close()
 

@@ -60,7 +60,6 @@ import multiprocessing
 import os
 import queue
 import signal
-import socket
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -255,7 +254,7 @@ def classify(exc: BaseException) -> tuple[str, str, str]:
         return "error", exc.code.value, exc.message
     if isinstance(exc, ConnectionRefusedError):
         return "refused", "", message
-    if isinstance(exc, TimeoutError | socket.timeout):
+    if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError since 3.10
         return "timeout", "", message
     if isinstance(exc, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
         return "reset", "", message
@@ -508,6 +507,7 @@ def _run_threads(specs, cancel: threading.Event, external_cancel, prog: _Progres
     ready = threading.Semaphore(0)
     records: dict[int, WorkerRecord] = {}
     last_done = [0.0]  # when the last record arrived: the run's wall time ends there
+    started_ok = [True]
     lock = threading.Lock()
 
     def done(rec: WorkerRecord) -> None:
@@ -526,6 +526,7 @@ def _run_threads(specs, cancel: threading.Event, external_cancel, prog: _Progres
         start_end = time.monotonic() + start_timeout
         for _ in threads:
             if not ready.acquire(timeout=max(start_end - time.monotonic(), 0.001)):
+                started_ok[0] = False
                 cancel.set()
                 break
         t_go = time.perf_counter()
@@ -544,7 +545,7 @@ def _run_threads(specs, cancel: threading.Event, external_cancel, prog: _Progres
     for s in specs:
         if s.worker not in out:
             out[s.worker] = _not_started(s, "timeout", "worker thread did not stop in time")
-    return [out[s.worker] for s in specs], max(last_done[0] or t_end, t_go) - t_go
+    return [out[s.worker] for s in specs], max(last_done[0] or t_end, t_go) - t_go, started_ok[0]
 
 
 def _wait_until(condition, cancel, external_cancel, deadline: float, step: float = 0.05) -> None:
@@ -562,6 +563,7 @@ def _run_processes(specs, cancel: threading.Event, external_cancel, prog: _Progr
     go, stop = ctx.Event(), ctx.Event()
     records: dict[int, WorkerRecord] = {}
     last_done = [0.0]
+    started_ok = [True]
     ready: set[int] = set()
     lock = threading.Lock()
     drain_stop = threading.Event()
@@ -588,11 +590,15 @@ def _run_processes(specs, cancel: threading.Event, external_cancel, prog: _Progr
                 continue
             except (EOFError, OSError):
                 return
+            except Exception:  # a message cut short by a killed worker: skip it
+                continue
         while True:  # last messages, bounded by what is already queued
             try:
                 handle(q.get(timeout=0.05))
             except (queue.Empty, EOFError, OSError):
                 return
+            except Exception:
+                continue
 
     procs = [ctx.Process(target=process_worker, name=f"labnet-stress-{s.worker}", daemon=True,
                          args=(s, go, stop, q, os.getpid(), start_timeout))
@@ -614,6 +620,7 @@ def _run_processes(specs, cancel: threading.Event, external_cancel, prog: _Progr
         _wait_until(all_ready, cancel, external_cancel, time.monotonic() + start_timeout, step=0.02)
         with lock:
             if len(ready) < len(procs):
+                started_ok[0] = False
                 cancel.set()
         if cancel.is_set():
             stop.set()
@@ -658,7 +665,7 @@ def _run_processes(specs, cancel: threading.Event, external_cancel, prog: _Progr
                                          "code with `if __name__ == '__main__':`)")  # fmt: skip
             out[s.worker] = _not_started(s, "error", f"worker process ended (exit status {exitcodes.get(p.name)}) "
                                                      f"without a result{hint}")  # fmt: skip
-    return [out[s.worker] for s in specs], max(last_done[0] or t_end, t_go) - t_go
+    return [out[s.worker] for s in specs], max(last_done[0] or t_end, t_go) - t_go, started_ok[0]
 
 
 # --------------------------------------------------------------------------
@@ -881,12 +888,18 @@ def run(op: str, size, clients: int, pool: str = "thread", host: str = "127.0.0.
     internal_cancel = threading.Event()
     try:
         if pool == "thread":
-            records, wall = _run_threads(specs, internal_cancel, cancel, prog, on_done, time_limit, start_timeout)
+            records, wall, started = _run_threads(specs, internal_cancel, cancel, prog, on_done, time_limit,
+                                                  start_timeout)  # fmt: skip
         else:
-            records, wall = _run_processes(specs, internal_cancel, cancel, prog, on_done, time_limit,
-                                           start_timeout, start_method)  # fmt: skip
+            records, wall, started = _run_processes(specs, internal_cancel, cancel, prog, on_done, time_limit,
+                                                    start_timeout, start_method)  # fmt: skip
     finally:
         prog.close()
+    if not started and not (cancel is not None and cancel.is_set()):
+        for r in records:  # nobody cancelled: the workers could not all start in time
+            if r.category == "cancelled":
+                r.category = "error"
+                r.message = f"not every worker was ready within {start_timeout:g} s; the run did not start"
     was_cancelled = (cancel is not None and cancel.is_set()) or any(r.category == "cancelled" for r in records)
     if op == "download" and not expected_sha256 and not expected:
         _check_agreement(records)

@@ -81,9 +81,11 @@ def test_notebook_committed_without_outputs(notebook):
 
 @pytest.mark.timeout(RUN_TIMEOUT + 60)
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_under_nbval(notebook):
+def test_notebook_runs_under_nbval(notebook, tmp_path):
     tag = uuid.uuid4().hex
-    env = dict(os.environ, LABNET_QUICK="1", LABNET_NBVAL_TAG=tag, PYTHONUNBUFFERED="1")
+    # LABNET_ETS_OUT: notebook 05 writes its table here, so every test run fills it afresh
+    env = dict(os.environ, LABNET_QUICK="1", LABNET_NBVAL_TAG=tag, PYTHONUNBUFFERED="1",
+               LABNET_ETS_OUT=str(tmp_path / "ets"))  # fmt: skip
     env.pop("LABNET_BROWSER", None)
     cmd = [sys.executable, "-m", "pytest", "--nbval-lax", str(notebook.relative_to(ROOT)),
            "-p", "no:cacheprovider", "--nbval-kernel-name", "python3",

@@ -52,7 +52,8 @@ pytestmark = [
 ]
 
 SETTINGS = {
-    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none",
+                                                                   "autoStartDefaultKernel": True},
     "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
                                                                         "checkForUpdates": False},
@@ -194,6 +195,20 @@ def lab(tmp_path):
         assert not left, f"processes left behind by the browser test: {left}"
 
 
+def wait_for_kernel(page, lab: Lab, timeout: float = 90) -> None:
+    """Until the notebook has a running, idle kernel (answering the kernel dialog if one shows up)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        dialog = page.locator(".jp-Dialog")
+        if dialog.count() and dialog.get_by_text("Select Kernel").count():
+            dialog.locator("button", has_text="Select").click()
+        sessions = lab.api("GET", "/api/sessions") or []
+        if sessions and sessions[0]["kernel"]["execution_state"] == "idle":
+            return
+        time.sleep(0.3)
+    raise TimeoutError(f"no idle kernel after {timeout:g} s:\n{lab.log_tail()}")
+
+
 def run_all_cells(page) -> None:
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
@@ -210,18 +225,19 @@ def test_dashboard_in_a_real_browser(lab):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page = browser.new_page(viewport={"width": 1400, "height": 1500})
             page.set_default_timeout(60 * MS)
             page.goto(lab.url(f"notebooks/{NOTEBOOK.name}"))
             page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=90 * MS)
-            # the kernel is up when the toolbar's indicator says idle
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90 * MS)
+            wait_for_kernel(page, lab)
 
             run_all_cells(page)
             # The notebook's own self-check run, then its last cell (which stops that server).
-            page.get_by_text("dashboard self-check OK").wait_for(timeout=180 * MS)
-            page.get_by_text("dashboard server stopped").wait_for(timeout=120 * MS)
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60 * MS)
+            outputs = page.locator(".jp-OutputArea-output")
+            outputs.filter(has_text="dashboard self-check OK").wait_for(timeout=180 * MS)
+            outputs.filter(has_text="dashboard server stopped").wait_for(timeout=120 * MS)
+            assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
+                                has_text="Traceback").count() == 0  # fmt: skip
 
             dash = page.locator(".labnet-dashboard")
             dash.scroll_into_view_if_needed()
@@ -264,6 +280,13 @@ def test_dashboard_in_a_real_browser(lab):
             assert f"{want['clients']} / 0" in summary_text  # client workers ok / failed
             assert plot_width > 300, plot_width
             assert "upload ok / failed" in counters_text
+        except BaseException:
+            try:
+                page.screenshot(path=str(SHOTS / "failure.png"), full_page=True)
+                (SHOTS / "failure.html").write_text(page.content())
+            except Exception:
+                pass
+            raise
         finally:
             browser.close()
     ids = lab.shutdown_kernels()
