@@ -199,9 +199,11 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="labnet-bench-"))
     try:
         src = make_test_file(work / "src", size)
-        print(f"labnet transfer benchmark: {size / MB:g} MB file on loopback, best (median) of {args.repeat} "
-              f"after one warm-up; MB = 10^6 bytes; base64 backend: {codec.BACKEND}; "
-              f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+        print(
+            f"labnet transfer benchmark: {size / MB:g} MB file on loopback, best (median) of {args.repeat} "
+            f"after one warm-up; MB = 10^6 bytes; base64 backend: {codec.BACKEND}; "
+            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+        )
         print()
         base = {}
         for enc in ENCODINGS:
@@ -218,16 +220,22 @@ def main(argv=None) -> int:
                 best, median = rate(size, secs)
                 ratio = best / base[enc][0]
                 worst_ratio = min(worst_ratio, ratio)
-                print(f"labnet {model:<7} {op:<8} {enc:<4} {best:8.0f} MB/s  (median {median:.0f})   "
-                      f"ratio to baseline {enc}: {ratio:.2f}")
+                print(
+                    f"labnet {model:<7} {op:<8} {enc:<4} {best:8.0f} MB/s  (median {median:.0f})   "
+                    f"ratio to baseline {enc}: {ratio:.2f}"
+                )
             peaks = ", ".join(f"pid {pid}: {b / MB:.1f} MB" for pid, b in sorted(rss.items()))
             worst_rss = max([worst_rss, *rss.values()])
             print(f"labnet {model:<7} server peak RSS (VmHWM per process): {peaks}")
             print()
-        print(f"worst labnet/baseline ratio {worst_ratio:.2f} (target >= {TARGET_RATIO}): "
-              f"{'met' if worst_ratio >= TARGET_RATIO else 'MISSED'}")
-        print(f"largest server process peak RSS {worst_rss / MB:.1f} MB (target < {TARGET_RSS / MB:g} MB): "
-              f"{'met' if worst_rss < TARGET_RSS else 'MISSED'}")
+        print(
+            f"worst labnet/baseline ratio {worst_ratio:.2f} (target >= {TARGET_RATIO}): "
+            f"{'met' if worst_ratio >= TARGET_RATIO else 'MISSED'}"
+        )
+        print(
+            f"largest server process peak RSS {worst_rss / MB:.1f} MB (target < {TARGET_RSS / MB:g} MB): "
+            f"{'met' if worst_rss < TARGET_RSS else 'MISSED'}"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

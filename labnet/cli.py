@@ -174,7 +174,8 @@ def run(args) -> int:
 def _transfer(client, args):
     from .progress import byte_bar
 
-    with byte_bar(desc=args.command, disable=args.json) as bar:
+    # delay: no bar for a transfer that fails at once or ends quickly, so an error stays one line
+    with byte_bar(desc=args.command, disable=args.json, delay=0.5) as bar:
         if args.command == "upload":
             return client.upload(args.path, name=args.name, encoding=args.encoding, progress=bar.add)
         return client.download(args.name, args.dest, encoding=args.encoding, progress=bar.add)

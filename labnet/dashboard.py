@@ -201,7 +201,7 @@ def plot_run(result, history=()):
     draw_timeline(ax1, result)
 
     runs = list(history)[-8:]
-    labels = [f"#{i}\n{r.summary['op'][:2]} {r.summary['size_label']}\n×{r.summary['clients']} {r.config.get('server', '')}"
+    labels = [f"#{i}\n{'down' if r.summary['op'] == 'download' else 'up'} {r.summary['size_label']}\n×{r.summary['clients']} {r.config.get('server', '')}"
               for i, r in enumerate(runs, start=max(1, len(history) - len(runs) + 1))]  # fmt: skip
     vals = [(r.summary.get("throughput_mean") or 0) / MB for r in runs]
     bars = ax2.bar(range(len(runs)), vals, color="#55a868")
@@ -337,10 +337,17 @@ class Dashboard:
         style = {"description_width": "110px"}
         lay = W.Layout(width="260px")
 
+        rows = {}
+
         def toggle(options, value, desc, cls):
-            w = W.ToggleButtons(options=options, value=value, description=desc, style={**style, "button_width": "90px"},
-                                tooltips=[f"{desc}: {o}" for o in options], layout=W.Layout(width="400px"))
+            # ToggleButtons put their description above the buttons; a label of the dropdowns' width
+            # beside them keeps every control on one line.
+            w = W.ToggleButtons(options=options, value=value, style={"button_width": "90px"},
+                                tooltips=[f"{desc}: {o}" for o in options])  # fmt: skip
             w.add_class(cls)
+            label = W.HTML(f"<div style='text-align:right;padding-right:8px'>{html.escape(desc)}</div>",
+                           layout=W.Layout(width="118px"))  # fmt: skip
+            rows[cls] = W.HBox([label, w])
             return w
 
         def dropdown(options, value, desc, cls):
@@ -366,7 +373,7 @@ class Dashboard:
         self.progress.add_class("labnet-progress")
         self.progress_label = W.HTML("0%")
         self.progress_label.add_class("labnet-progress-label")
-        self.counters = W.HTML(counters_html(None), layout=W.Layout(width="400px"))
+        self.counters = W.HTML(counters_html(None), layout=W.Layout(width="440px"))
         self.counters.add_class("labnet-counters")
         self.summary = W.HTML("<i>The summary of a run appears here when it ends.</i>")
         self.summary.add_class("labnet-summary")
@@ -380,9 +387,9 @@ class Dashboard:
 
         self._controls = [self.op, self.volume, self.clients, self.client_pool, self.server_model,
                           self.server_workers, self.encoding]  # fmt: skip
-        left = W.VBox([W.HTML("<b>Clients</b>"), self.op, self.volume, self.clients, self.client_pool, self.encoding],
-                      layout=W.Layout(width="420px"))
-        right = W.VBox([W.HTML("<b>Server</b>"), self.server_model, self.server_workers,
+        left = W.VBox([W.HTML("<b>Clients</b>"), rows["labnet-op"], self.volume, self.clients, rows["labnet-client-pool"],
+                       rows["labnet-encoding"]], layout=W.Layout(width="420px"))  # fmt: skip
+        right = W.VBox([W.HTML("<b>Server</b>"), rows["labnet-server-model"], self.server_workers,
                         W.HBox([self.run_button, self.stop_button]), self.status],
                        layout=W.Layout(width="440px"))  # fmt: skip
         self.widget = W.VBox([

@@ -92,3 +92,31 @@ def alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+M_MMAP_THRESHOLD = -3  # glibc <malloc.h>
+MANY_THREADS = 8  # above this many busy worker threads, heap fragmentation shows in RSS
+
+
+def limit_heap_fragmentation(threshold: int = 128 * 1024) -> bool:
+    """Serve every allocation of ``threshold`` bytes or more with its own mmap (glibc only).
+
+    Why: the thread-pool server moves data in 192-256 KiB buffers.  glibc's
+    default *dynamic* mmap threshold rises to that size after the first free,
+    so from then on those buffers come from per-thread malloc arenas, where
+    allocation, shrinking (``recv`` into a 256 KiB buffer, then resize) and
+    freeing by 50 busy threads fragments the heaps: measured on the 2-core
+    machine, 50 concurrent 100 MB uploads peaked anywhere between 55 and
+    127 MB RSS from run to run.  A fixed threshold (the same as
+    ``MALLOC_MMAP_THRESHOLD_=131072``) returns each big buffer to the kernel
+    when freed: 54-57 MB in every run, at the price of page faults (about a
+    third slower with 50 threads), so it is meant for many-thread servers.
+    Returns False where ``mallopt`` is not available (not glibc).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return libc.mallopt(M_MMAP_THRESHOLD, int(threshold)) == 1
+    except (OSError, AttributeError):
+        return False

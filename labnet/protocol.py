@@ -93,7 +93,8 @@ class Receiver:
     Errors
     ------
     ``PeerError`` for anything the peer got wrong.  After an error inside a
-    body, or a line longer than ``max_line``, the stream cannot be resynced:
+    body, a line longer than ``max_line``, or an end of stream in the middle of
+    a line, the stream cannot be resynced:
     :attr:`broken` becomes true and the caller must close the connection.
     A bad but complete line (say, not UTF-8) leaves the receiver usable.
     """

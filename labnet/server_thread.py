@@ -17,6 +17,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from .errors import Code
+from .procutil import MANY_THREADS, limit_heap_fragmentation
 from .server import BaseServer
 from .session import Flags, refuse, serve_connection
 
@@ -28,6 +29,8 @@ class ThreadPoolServer(BaseServer):
         self._stopping = threading.Event()
         self._aborting = threading.Event()
         self._flags = Flags(self._stopping.is_set, self._aborting.is_set)
+        if self.config.workers > MANY_THREADS:  # keeps peak RSS flat with many busy threads (see procutil)
+            limit_heap_fragmentation()
         self._pool = ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="labnet-worker")
 
     def dispatch(self, conn: socket.socket) -> None:

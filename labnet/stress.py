@@ -68,7 +68,7 @@ from pathlib import Path
 from .client import DEFAULT_PORT, Client
 from .errors import Code, LabnetError, LocalError, PeerError, RemoteError, UsageError
 from .files import data_dir, make_test_file, parse_size, size_label, test_file_name
-from .procutil import set_parent_death_signal
+from .procutil import alive, set_parent_death_signal
 
 OPS = ("upload", "download")
 POOLS = ("thread", "process")
@@ -417,16 +417,33 @@ class _Batcher:
         self.last = now or time.monotonic()
 
 
-def process_worker(spec: WorkerSpec, go, stop, q, parent_pid: int, start_timeout: float) -> None:
-    """Entry point of a worker process (spawn-safe): messages ``ready``, ``bytes``, ``done`` on ``q``."""
+def process_worker(spec: WorkerSpec, go, stop, q, parent_pid: int, start_timeout: float,
+                   direct_child: bool = True) -> None:  # fmt: skip
+    """Entry point of a worker process (spawn-safe): messages ``ready``, ``bytes``, ``done`` on ``q``.
+
+    ``direct_child``: False under ``forkserver``, where the parent of this
+    process is the fork server, not the run: then the run's PID is watched instead.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    set_parent_death_signal(signal.SIGTERM)
-    if os.getppid() != parent_pid:
-        return  # the parent died before prctl took effect
+    checked = [time.monotonic()]
+    if direct_child:
+        set_parent_death_signal(signal.SIGTERM)
+        if os.getppid() != parent_pid:
+            return  # the parent died before prctl took effect
+
+    def parent_gone() -> bool:
+        if direct_child:
+            return os.getppid() != parent_pid
+        now = time.monotonic()
+        if now - checked[0] < 0.25:
+            return False
+        checked[0] = now
+        return not alive(parent_pid)
+
     batcher = _Batcher(q, spec.worker)
 
     def cancelled() -> bool:
-        return stop.is_set() or os.getppid() != parent_pid
+        return stop.is_set() or parent_gone()
 
     try:
         q.put(("ready", spec.worker, None))
@@ -559,6 +576,8 @@ def _wait_until(condition, cancel, external_cancel, deadline: float, step: float
 def _run_processes(specs, cancel: threading.Event, external_cancel, prog: _Progress, on_done, time_limit: float,
                    start_timeout: float, start_method: str):  # fmt: skip
     ctx = multiprocessing.get_context(start_method)
+    if start_method == "forkserver":  # the fork server imports labnet once; each worker is a cheap fork of it
+        ctx.set_forkserver_preload(["labnet.stress"])
     q = ctx.Queue()
     go, stop = ctx.Event(), ctx.Event()
     records: dict[int, WorkerRecord] = {}
@@ -601,7 +620,7 @@ def _run_processes(specs, cancel: threading.Event, external_cancel, prog: _Progr
                 continue
 
     procs = [ctx.Process(target=process_worker, name=f"labnet-stress-{s.worker}", daemon=True,
-                         args=(s, go, stop, q, os.getpid(), start_timeout))
+                         args=(s, go, stop, q, os.getpid(), start_timeout, start_method != "forkserver"))
              for s in specs]  # fmt: skip
     drainer = threading.Thread(target=drain, name="labnet-stress-drain", daemon=True)
     drainer.start()
@@ -661,8 +680,9 @@ def _run_processes(specs, cancel: threading.Event, external_cancel, prog: _Progr
         if s.worker not in out:
             with lock:
                 was_ready = s.worker in ready
-            hint = "" if was_ready else (" before it was ready (a script that starts process pools must guard its "
-                                         "code with `if __name__ == '__main__':`)")  # fmt: skip
+            hint = "" if was_ready else " before it was ready"
+            if not was_ready and exitcodes.get(p.name) == 1:
+                hint += " (a script that starts process pools must guard its code with `if __name__ == '__main__':`)"
             out[s.worker] = _not_started(s, "error", f"worker process ended (exit status {exitcodes.get(p.name)}) "
                                                      f"without a result{hint}")  # fmt: skip
     return [out[s.worker] for s in specs], max(last_done[0] or t_end, t_go) - t_go, started_ok[0]
@@ -802,7 +822,11 @@ def run(op: str, size, clients: int, pool: str = "thread", host: str = "127.0.0.
     size: bytes or a label (``"10MB"``; MB = 10**6).  The file is
         ``files_dir/<label>.bin`` (``client_files/`` by default), made on demand.
     pool: ``"thread"`` or ``"process"`` (workers are processes started with
-        ``start_method``, default ``"spawn"``).
+        ``start_method``, default ``"spawn"``: a fresh interpreter per worker,
+        about 0.1 s of CPU each, more in a notebook kernel, whose main module
+        each child imports; ``"forkserver"`` forks workers from one server
+        process that imported labnet once -- faster for big pools, and that
+        server stays until this interpreter exits).
     timeout: seconds without progress before a transfer fails (``timeout``).
     time_limit: seconds from the common start after which unfinished workers
         abort (category ``timeout``); it also bounds the wait to be served.

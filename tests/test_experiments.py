@@ -261,3 +261,26 @@ def test_killed_run_resumes_to_the_same_table(tmp_path):
     assert numbers == [str(c.number) for c in cells]
     assert hashlib.sha256(md.encode()).hexdigest() == hashlib.sha256(
         ex.ets_table(list(ex.read_rows(csv_path).values()), title="ETS: stress-test table").encode()).hexdigest()
+
+
+@pytest.mark.timeout(60)
+def test_cancel_ends_the_matrix_between_cells_and_resume_finishes(tmp_path):
+    import threading
+
+    out = tmp_path / "out"
+    cancel = threading.Event()
+    sel = dict(ops="download", volumes="10KB", clients="1", server_workers="1,2", server_models="thread", quick=True,
+               files_dir=tmp_path / "f", downloads_dir=tmp_path / "d", progress=False, plots=False)  # fmt: skip
+    first = ex.run_matrix(out, cancel=cancel, on_row=lambda row: cancel.set(), **sel)
+    assert first.cancelled and first.ran == 1 and not first.complete
+    assert (out / ".server_files").exists()  # kept for the resumed run
+    second = ex.run_matrix(out, **sel)
+    assert not second.cancelled and second.complete and (second.resumed, second.ran) == (1, 1)
+    assert not (out / ".server_files").exists()
+
+
+def test_cli_matrix_bad_filter_is_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "labnet", "matrix", "--quick", "--out", str(tmp_path / "o"),
+                          "--volumes", "lots"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert out.returncode == 2 and "not a size" in out.stderr and "Traceback" not in out.stderr

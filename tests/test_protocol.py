@@ -150,7 +150,9 @@ def test_line_of_exactly_max_line_bytes_is_accepted():
     assert run([b"X" * (MAX_LINE - 1) + b"\n"]) == [Line("X" * (MAX_LINE - 1))]
 
 
-@pytest.mark.parametrize("chunks", [[b"X" * MAX_LINE], [b"X" * (MAX_LINE - 1) + b"\r\n"], bytewise(b"Y" * (MAX_LINE + 5))])
+@pytest.mark.parametrize(
+    "chunks", [[b"X" * MAX_LINE], [b"X" * (MAX_LINE - 1) + b"\r\n"], bytewise(b"Y" * (MAX_LINE + 5))]
+)
 def test_line_too_long_breaks_the_stream(chunks):
     rx = Receiver()
     with pytest.raises(PeerError, match="longer than") as info:

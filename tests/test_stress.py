@@ -153,11 +153,12 @@ networked = pytest.mark.timeout(60)
 
 
 def children() -> set[int]:
-    """Live child processes of this test process, except multiprocessing's resource tracker."""
+    """Live child processes of this test process, except multiprocessing's resource tracker and fork server."""
     out = set()
     for p in psutil.Process().children(recursive=True):
         try:
-            if p.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(p.cmdline()):
+            cmd = " ".join(p.cmdline())
+            if p.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in cmd and "forkserver" not in cmd:
                 out.add(p.pid)
         except psutil.NoSuchProcess:
             continue
@@ -390,3 +391,14 @@ def test_cli_seed_form_json_and_csv(start_server, client_dirs, tmp_path):
     out = subprocess.run(base + ["upload", "1KB", "2", "--port", str(closed_port()), "--files", str(files),
                                 "--no-progress"], capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.returncode == 1 and "refused" in out.stdout
+
+
+@networked
+def test_forkserver_start_method(start_server, client_dirs, tmp_path):
+    files, downloads = client_dirs
+    srv = start_server("thread", workers=2, root=tmp_path / "root")
+    before = children()
+    result = stress.run("upload", "20KB", 2, "process", *srv.address, files_dir=files, downloads_dir=downloads,
+                        progress=False, start_method="forkserver")  # fmt: skip
+    assert result.ok and result.config["start_method"] == "forkserver", result.format()
+    assert children() <= before
