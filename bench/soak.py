@@ -115,7 +115,8 @@ def _fds(pid: int) -> int:
 
 def sample(srv: BackgroundServer, t0: float) -> dict:
     pids = srv.pids()
-    return {"t": time.monotonic() - t0, "procs": len(pids), "rss": sum(rss_bytes(p) for p in pids),
+    rss = [rss_bytes(p) for p in pids]
+    return {"t": time.monotonic() - t0, "procs": len(pids), "rss": sum(rss), "rss_each": rss,
             "fds": sum(_fds(p) for p in pids), "threads": sum(_threads(p) for p in pids)}  # fmt: skip
 
 
@@ -218,6 +219,7 @@ def client_loop(i: int, address, deadline: float, sources: list[Path], digests: 
         r = rng.random()
         kind = "upload" if r < 0.4 else ("download" if r < 0.8 else "list")
         if kind != "list" and rng.random() < abort_rate:
+            client.quit()  # one connection per loop at a time: a loop must not hold a worker while it waits
             abandon(address, rng, sources, names, tally)
             continue
         encoding = rng.choice(["b64", "raw"])
@@ -335,10 +337,11 @@ def soak_model(model: str, args, sources: list[Path], digests: dict[str, int]) -
                                            for v in ("UPLOAD", "DOWNLOAD", "LIST") ) +  # fmt: skip
           f" (ok/failed); busy {snap['busy']}, timeouts {snap['timeouts']}, connections {snap['connections']}")
     print("  server resources (all its processes):")
-    print("        t      RSS     fds  threads  procs")
+    print("        t      RSS     fds  threads  procs  RSS per process (MB)")
     step = max(1, len(samples) // 12)
     for s in samples[::step] + ([samples[-1]] if (len(samples) - 1) % step else []):
-        print(f"    {s['t']:5.0f} s {s['rss'] / MB:6.1f} MB {s['fds']:6d} {s['threads']:7d} {s['procs']:6d}")
+        each = " ".join(f"{r / MB:.1f}" for r in s["rss_each"])
+        print(f"    {s['t']:5.0f} s {s['rss'] / MB:6.1f} MB {s['fds']:6d} {s['threads']:7d} {s['procs']:6d}  {each}")
     problems = flatness(samples)
     print(f"  resources flat: {'yes' if not problems else 'NO: ' + '; '.join(problems)}")
     print(f"  after stop: exit status {status}, processes left {left or 'none'}, "

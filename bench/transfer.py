@@ -10,6 +10,9 @@ What is measured, in one run:
   (a server in its own process, 2 workers).  The time runs from sending the
   request line to the final reply (upload) or the verified, renamed file
   (download): both ends hash (SHA-256), encode or decode, and write to disk.
+  Uploads go to a fresh name (the previous copy is deleted, untimed) and
+  downloaded files are removed after timing, so labnet, like the baselines,
+  always writes a new file instead of also paying to free a replaced one.
 * baseline raw: the sender ``socket.sendfile()``-s the file, the receiver (a
   separate process) ``recv_into()``-s a buffer and writes it to a file, then
   sends one byte back; the time runs from connect to that byte.
@@ -18,23 +21,38 @@ What is measured, in one run:
   whole 4-character groups as they arrive (the rest waits for the next read).
   It uses the same base64 library as labnet's codec, so the ratio measures
   labnet's own overhead, not a choice of library.  Baselines do not hash.
+* reference "+sha256" (information, not a target): the same plain code, but
+  both sides also compute SHA-256 of the file bytes, as labnet must for its
+  end-to-end integrity check (the raw sender then reads and sends instead of
+  ``sendfile``, since it has to see the bytes).  It shows how much of the gap
+  to the baselines is the hashing itself, which no protocol code can avoid.
 
 Each measurement: one untimed warm-up, then ``--repeat`` timed runs; the
 best is used for the ratios (the median is printed too).  MB = 10**6 bytes.
 Ratios are labnet MB/s over baseline MB/s of the same encoding (target:
 >= 0.6).  Peak RSS is VmHWM of every server process (the parent and, for
 the process model, each worker) after all its transfers (target: < 100 MB
-each).  The machine is shared: run it more than once and compare.
+each).
+
+CPU view.  Wall-clock MB/s swing widely when other work shares the CPUs;
+the CPU time each side spends does not.  So every line also shows the
+median CPU milliseconds of the sender and the receiver (for labnet: the
+client, and all server processes and threads), and "cpu-bound MB/s" =
+size / the busier side's CPU time: what the transfer reaches when each side
+has a core to itself, as on an idle 2-core machine.  "cpu ratio" compares
+those, labnet against the baseline.  Run it more than once and compare.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import multiprocessing
 import os
 import shutil
 import socket
 import statistics
+import struct
 import sys
 import tempfile
 import time
@@ -50,7 +68,7 @@ from labnet.launcher import BackgroundServer  # noqa: E402
 
 MB = 10**6
 BUF = 1 << 20  # baseline receive buffer (1 MiB)
-READ = 3 * (1 << 18)  # baseline b64 read chunk: 768 KiB, a multiple of 3
+READ = 3 * (1 << 18)  # baseline read chunk: 768 KiB, a multiple of 3
 TARGET_RATIO = 0.6
 TARGET_RSS = 100 * MB
 ENCODINGS = ("raw", "b64")
@@ -80,14 +98,19 @@ else:
 # --------------------------------------------------------------------------
 
 
-def _receive(listener: socket.socket, dest: str, wire_size: int, encoding: str) -> None:
-    """Receive ``wire_size`` bytes, write them (decoded for b64) to ``dest``, ack with one byte."""
+def _receive(listener: socket.socket, dest: str, wire_size: int, encoding: str, digest: bool) -> None:
+    """Receive ``wire_size`` bytes, write them (decoded for b64) to ``dest``, then acknowledge.
+
+    The acknowledgement: one byte (for the reference, the first byte of the SHA-256), then the CPU
+    seconds this receiver used, as a double."""
+    cpu0 = time.process_time()
     conn, _ = listener.accept()
     listener.close()
     buf = bytearray(BUF)
     view = memoryview(buf)
     left = wire_size
     held = b""
+    sha = hashlib.sha256()
     with conn, open(dest, "wb") as out:
         while left:
             n = conn.recv_into(view, min(BUF, left))
@@ -95,42 +118,55 @@ def _receive(listener: socket.socket, dest: str, wire_size: int, encoding: str) 
                 raise ConnectionError("sender closed early")
             left -= n
             if encoding == "raw":
-                out.write(view[:n])
+                data = view[:n]
             else:
-                data = held + view[:n] if held else view[:n]
-                cut = len(data) - len(data) % 4
-                held = bytes(data[cut:])
-                out.write(b64decode(data[:cut]))
-        conn.sendall(b"!")
+                wire = held + view[:n] if held else view[:n]
+                cut = len(wire) - len(wire) % 4
+                held = bytes(wire[cut:])
+                data = b64decode(wire[:cut])
+            if digest:
+                sha.update(data)
+            out.write(data)
+        ack = sha.digest()[:1] if digest else b"!"
+        conn.sendall(ack + struct.pack("d", time.process_time() - cpu0))
 
 
-def _send(sock: socket.socket, path: Path, encoding: str) -> None:
+def _send(sock: socket.socket, path: Path, encoding: str, digest: bool) -> bytes:
+    """Send the file; return the acknowledgement the receiver must send back."""
+    sha = hashlib.sha256()
     with open(path, "rb") as f:
-        if encoding == "raw":
+        if encoding == "raw" and not digest:
             sock.sendfile(f)
         else:
             while chunk := f.read(READ):
-                sock.sendall(b64encode(chunk))
+                if digest:
+                    sha.update(chunk)
+                sock.sendall(b64encode(chunk) if encoding == "b64" else chunk)
+    return sha.digest()[:1] if digest else b"!"
 
 
-def baseline(path: Path, dest: Path, encoding: str) -> float:
-    """One baseline transfer of ``path`` to ``dest``; seconds from connect to the receiver's ack."""
+def baseline(path: Path, dest: Path, encoding: str, digest: bool = False) -> tuple[float, float, float]:
+    """One plain transfer of ``path`` to ``dest``: (seconds from connect to the receiver's
+    acknowledgement, sender CPU seconds, receiver CPU seconds)."""
     size = path.stat().st_size
-    wire = codec.wire_length(size, encoding)
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    proc = multiprocessing.get_context("fork").Process(
-        target=_receive, args=(listener, str(dest), wire, encoding), daemon=True
-    )
+    args = (listener, str(dest), codec.wire_length(size, encoding), encoding, digest)
+    proc = multiprocessing.get_context("fork").Process(target=_receive, args=args, daemon=True)
     proc.start()
     listener.close()
     try:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
-            _send(sock, path, encoding)
-            if sock.recv(1) != b"!":
+            ack = _send(sock, path, encoding, digest)
+            reply = sock.recv(1)
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+            if reply != ack:
                 raise ConnectionError("baseline receiver failed")
-            seconds = time.perf_counter() - t0
+            rest = b""
+            while len(rest) < 8 and (data := sock.recv(8 - len(rest))):
+                rest += data
+            (receiver_cpu,) = struct.unpack("d", rest)
     finally:
         proc.join(30)
         if proc.is_alive():
@@ -139,7 +175,7 @@ def baseline(path: Path, dest: Path, encoding: str) -> float:
     if proc.exitcode != 0 or dest.stat().st_size != size:
         raise RuntimeError(f"baseline receiver failed (exit {proc.exitcode})")
     dest.unlink()
-    return seconds
+    return seconds, cpu, receiver_cpu
 
 
 # --------------------------------------------------------------------------
@@ -147,40 +183,77 @@ def baseline(path: Path, dest: Path, encoding: str) -> float:
 # --------------------------------------------------------------------------
 
 
-def measure(fn, repeat: int) -> list[float]:
-    """Run ``fn`` once untimed, then ``repeat`` times; return the seconds of the timed runs."""
+def measure(fn, repeat: int) -> list:
+    """Run ``fn`` once untimed, then ``repeat`` times; return the results of the timed runs."""
     fn()
     return [fn() for _ in range(repeat)]
 
 
-def rate(size: int, seconds: list[float]) -> tuple[float, float]:
-    """(best, median) MB/s."""
-    return size / min(seconds) / MB, size / statistics.median(seconds) / MB
+class Result:
+    """Timed runs of one measurement: rows of (seconds, sender CPU s, receiver CPU s)."""
+
+    def __init__(self, size: int, rows: list[tuple[float, float, float]]):
+        self.size = size
+        self.rows = rows
+        self.best = size / min(r[0] for r in rows) / MB
+        self.median = size / statistics.median(r[0] for r in rows) / MB
+        self.sender_cpu = statistics.median(r[1] for r in rows)
+        self.receiver_cpu = statistics.median(r[2] for r in rows)
+        self.cpu_bound = size / statistics.median(max(r[1], r[2]) for r in rows) / MB
+
+    def line(self) -> str:
+        return (f"{self.best:6.0f} MB/s (median {self.median:4.0f})  cpu ms sender {self.sender_cpu * 1000:4.0f} "
+                f"receiver {self.receiver_cpu * 1000:4.0f}: cpu-bound {self.cpu_bound:5.0f} MB/s")  # fmt: skip
+
+
+def cpu_of(pids: list[int]) -> float:
+    """CPU seconds used so far by every thread of ``pids`` (Linux schedstat, nanoseconds)."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, IndexError, ValueError):
+                pass
+    return total / 1e9
 
 
 def labnet_runs(model: str, src: Path, work: Path, repeat: int) -> tuple[dict, dict[int, int]]:
-    """{(op, encoding): seconds list}, and peak RSS per server process."""
+    """{(op, encoding): Result}, and peak RSS per server process."""
     out = {}
+    size = src.stat().st_size
     root = work / f"server-{model}"
     dl = work / f"downloads-{model}"
     with BackgroundServer(model, workers=2, root=root, status_every=0) as srv:
+        pids = srv.pids()
+
+        def timed(action, upload: bool):
+            c0, s0, t0 = time.process_time(), cpu_of(pids), time.perf_counter()
+            result = action()
+            t1, c1, s1 = time.perf_counter(), time.process_time(), cpu_of(pids)
+            client, server = c1 - c0, s1 - s0
+            return (t1 - t0, client, server) if upload else (t1 - t0, server, client), result
+
         with Client(*srv.address, timeout=120) as c:
             for enc in ENCODINGS:
 
                 def up(enc=enc):
-                    t0 = time.perf_counter()
-                    c.upload(src, name="bench.bin", encoding=enc)
-                    return time.perf_counter() - t0
+                    if ("bench.bin", size) in c.list():
+                        c.delete("bench.bin")  # untimed: every timed upload writes a new file
+                    return timed(lambda: c.upload(src, name="bench.bin", encoding=enc), upload=True)[0]
 
                 def down(enc=enc):
-                    t0 = time.perf_counter()
-                    result = c.download("bench.bin", dl, encoding=enc)
-                    seconds = time.perf_counter() - t0
+                    row, result = timed(lambda: c.download("bench.bin", dl, encoding=enc), upload=False)
                     Path(result.path).unlink()
-                    return seconds
+                    return row
 
-                out[("upload", enc)] = measure(up, repeat)
-                out[("download", enc)] = measure(down, repeat)
+                out[("upload", enc)] = Result(size, measure(up, repeat))
+                out[("download", enc)] = Result(size, measure(down, repeat))
         rss = srv.peak_rss()
     shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(dl, ignore_errors=True)
@@ -205,33 +278,32 @@ def main(argv=None) -> int:
             f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
         )
         print()
-        base = {}
+        base, ref = {}, {}
         for enc in ENCODINGS:
-            secs = measure(lambda enc=enc: baseline(src, work / "baseline.out", enc), args.repeat)
-            base[enc] = rate(size, secs)
-            what = "sendfile -> recv_into + write" if enc == "raw" else "read+encode+sendall -> recv_into+decode+write"
-            print(f"baseline {enc:<4} {base[enc][0]:8.0f} MB/s  (median {base[enc][1]:.0f})   [{what}]")
+            base[enc] = Result(size, measure(lambda enc=enc: baseline(src, work / "baseline.out", enc), args.repeat))
+            what = "sendfile -> recv_into+write" if enc == "raw" else "read+encode+sendall -> recv_into+decode+write"
+            print(f"baseline  {enc:<11} {base[enc].line()}   [{what}]")
+        for enc in ENCODINGS:
+            runs = measure(lambda enc=enc: baseline(src, work / "baseline.out", enc, digest=True), args.repeat)
+            ref[enc] = Result(size, runs)
+            print(f"reference {enc + '+sha256':<11} {ref[enc].line()}   [the same, hashing on both sides]")
         print()
 
-        worst_ratio, worst_rss = float("inf"), 0
+        worst_ratio, worst_cpu_ratio, worst_rss = float("inf"), float("inf"), 0
         for model in models:
             runs, rss = labnet_runs(model, src, work, args.repeat)
-            for (op, enc), secs in runs.items():
-                best, median = rate(size, secs)
-                ratio = best / base[enc][0]
-                worst_ratio = min(worst_ratio, ratio)
-                print(
-                    f"labnet {model:<7} {op:<8} {enc:<4} {best:8.0f} MB/s  (median {median:.0f})   "
-                    f"ratio to baseline {enc}: {ratio:.2f}"
-                )
+            for (op, enc), res in runs.items():
+                ratio = res.best / base[enc].best
+                cpu_ratio = res.cpu_bound / base[enc].cpu_bound
+                worst_ratio, worst_cpu_ratio = min(worst_ratio, ratio), min(worst_cpu_ratio, cpu_ratio)
+                print(f"labnet {model:<7} {op:<8} {enc:<4} {res.line()}   ratio to baseline {enc}: {ratio:.2f}, "
+                      f"cpu ratio {cpu_ratio:.2f} (to reference: {res.cpu_bound / ref[enc].cpu_bound:.2f})")  # fmt: skip
             peaks = ", ".join(f"pid {pid}: {b / MB:.1f} MB" for pid, b in sorted(rss.items()))
             worst_rss = max([worst_rss, *rss.values()])
             print(f"labnet {model:<7} server peak RSS (VmHWM per process): {peaks}")
             print()
-        print(
-            f"worst labnet/baseline ratio {worst_ratio:.2f} (target >= {TARGET_RATIO}): "
-            f"{'met' if worst_ratio >= TARGET_RATIO else 'MISSED'}"
-        )
+        print(f"worst labnet/baseline ratio {worst_ratio:.2f} (cpu ratio {worst_cpu_ratio:.2f}), "
+              f"target >= {TARGET_RATIO}: {'met' if worst_ratio >= TARGET_RATIO else 'MISSED'}")  # fmt: skip
         print(
             f"largest server process peak RSS {worst_rss / MB:.1f} MB (target < {TARGET_RSS / MB:g} MB): "
             f"{'met' if worst_rss < TARGET_RSS else 'MISSED'}"

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .channel import Channel
 from .codec import ENCODINGS, wire_length
-from .errors import Code, PeerError, RemoteError, UsageError
+from .errors import Code, LabnetError, PeerError, RemoteError, UsageError
 from .names import check_name
 from .protocol import (
     CLOSED,
@@ -228,16 +228,21 @@ class Client:
                 raise PeerError(f"unexpected reply to UPLOAD: {reply.text[:80]!r}")
             sender = BodySender(size, encoding)
             try:
-                while True:
-                    chunk = f.read(CHUNK)
+                left = size  # as announced: bytes appended meanwhile are not sent; a shrunk file fails in finish()
+                while left > 0:
+                    chunk = f.read(min(CHUNK, left))
                     if not chunk:
                         break
+                    left -= len(chunk)
                     self._chan.send(sender.encode(chunk))
                     if progress:
                         progress(len(chunk))
                 self._chan.send(sender.finish())
             except OSError as exc:
                 self._raise_server_reason(exc)
+            except LabnetError:  # the file shrank, or should_abort: the server still expects body bytes
+                self.close()
+                raise
             reply = self._reply()
             seconds = time.perf_counter() - t0
         if reply.word(0) != "STORED" or reply.word(3) != sender.hexdigest():

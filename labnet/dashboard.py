@@ -601,7 +601,8 @@ class Dashboard:
             result.config["server"] = f"{self.server.model[0]}{self.server.workers}"
             result.config["server_model"], result.config["server_workers"] = self.server.model, self.server.workers
             self._show_progress(final=True)
-            self.progress.bar_style = "success" if result.ok else "danger"
+            self.progress.bar_style = ("success" if result.ok else
+                                       "warning" if result.summary["cancelled"] else "danger")  # fmt: skip
             self.results.append(result)
             self.result = result
             self.summary.value = summary_html(result.summary, self._server_desc())

@@ -128,7 +128,8 @@ def serve_connection(sock: socket.socket, store: FileStore, stats: Stats, config
                         unacked = left
                         continue
                     stats.add("timeouts")
-                    _send_quietly(chan, err(Code.TIMEOUT, f"closing idle connection after {config.idle_timeout:g} s"))
+                    if left == 0:  # a client that stopped reading would never see it; the send could block
+                        _send_quietly(chan, err(Code.TIMEOUT, f"closing idle connection after {config.idle_timeout:g} s"))
                     return
                 stats.count("INVALID", ok=False)
                 _send_quietly(chan, err(exc.code, exc.message))
@@ -243,10 +244,12 @@ def _download(request, chan: Channel, store: FileStore, stats: Stats) -> None:
         sender = BodySender(size, request.encoding)
         chan.send(ok(size, request.encoding, wire_length(size, request.encoding)))
         try:
-            while True:
-                chunk = f.read(CHUNK)
+            left = size  # as announced: bytes appended meanwhile are not sent; a shrunk file fails in finish()
+            while left > 0:
+                chunk = f.read(min(CHUNK, left))
                 if not chunk:
                     break
+                left -= len(chunk)
                 chan.send(sender.encode(chunk))
                 stats.add("bytes_out", len(chunk))
             chan.send(sender.finish())

@@ -371,7 +371,7 @@ def do_transfer(spec: WorkerSpec, cancelled=None, progress=None) -> WorkerRecord
         pass
     finally:
         client.close()
-    if rec.ok and spec.op == "download" and not spec.keep and rec.path:
+    if spec.op == "download" and not spec.keep and rec.path:  # verified and counted, or a mismatch
         try:
             os.unlink(rec.path)
         except OSError:
@@ -794,13 +794,19 @@ def _settled_stats(host, port, op, before, expected_total, timeout, cancel=None)
         time.sleep(0.05)
 
 
-def _ensure_remote(host, port, name, path: Path, size, encoding, timeout) -> bool:
-    """Make sure the server has ``name`` of ``size`` bytes; upload ``path`` if not.  True if uploaded."""
+def _ensure_remote(host, port, name, path: Path, size: int | None, encoding, timeout) -> tuple[bool, int]:
+    """Make sure the server has ``name`` (of ``size`` bytes, when given); upload ``path`` if not.
+
+    Returns ``(uploaded, size on the server)``.
+    """
     with Client(host, port, timeout=timeout, wait_timeout=timeout) as c:
-        if dict(c.list()).get(name) == size:
-            return False
-        c.upload(path, name=name, encoding=encoding)
-        return True
+        remote = dict(c.list()).get(name)
+        if remote is not None and (size is None or remote == size):
+            return False, remote
+        if not path.is_file():
+            raise UsageError(f"{name} is not on the server and there is no {path} to upload")
+        result = c.upload(path, name=name, encoding=encoding)
+        return True, result.bytes
 
 
 def _check_choice(value: str, choices, what: str) -> str:
@@ -831,7 +837,10 @@ def run(op: str, size, clients: int, pool: str = "thread", host: str = "127.0.0.
     time_limit: seconds from the common start after which unfinished workers
         abort (category ``timeout``); it also bounds the wait to be served.
     downloads_dir: where downloads land (``client_downloads/``); worker ``i``
-        writes ``w{i:02d}-<name>``; ``keep_downloads=False`` deletes them once verified.
+        writes ``w{i:02d}-<name>``; ``keep_downloads=False`` deletes them once checked.
+    name: the file's name on the server, default ``<label>.bin`` (the test
+        file).  With another name the file's real size counts: uploads send
+        ``files_dir/<name>`` as it is; downloads take the size the server lists.
     expected_sha256: digest every transfer must have; by default the local
         file's digest (uploads, and downloads whose file this run uploaded).
         For a download of a file already on the server with no expected digest,
@@ -865,11 +874,14 @@ def run(op: str, size, clients: int, pool: str = "thread", host: str = "127.0.0.
         raise UsageError(f"start method {start_method!r} is not available here")
     files_dir = Path(files_dir) if files_dir is not None else data_dir("client_files")
     downloads_dir = Path(downloads_dir) if downloads_dir is not None else data_dir("client_downloads")
+    standard = name is None or name == test_file_name(size)
     name = name or test_file_name(size)
-    local = make_test_file(files_dir, size) if name == test_file_name(size) else files_dir / name
-    if op == "upload" and not local.is_file():
-        raise UsageError(f"no file to upload: {local}")
-    if op == "download":
+    local = make_test_file(files_dir, size) if standard else files_dir / name
+    if op == "upload":
+        if not local.is_file():
+            raise UsageError(f"no file to upload: {local}")
+        size = local.stat().st_size  # a file of the caller's own (name=...) moves whole
+    else:
         downloads_dir.mkdir(parents=True, exist_ok=True)
 
     notes = []
@@ -878,7 +890,10 @@ def run(op: str, size, clients: int, pool: str = "thread", host: str = "127.0.0.
         expected = file_sha256(local)
     if op == "download":
         try:
-            if _ensure_remote(host, port, name, local, size, encoding, timeout) and not expected:
+            uploaded, remote_size = _ensure_remote(host, port, name, local, size if standard else None, encoding,
+                                                   timeout)  # fmt: skip
+            size = remote_size
+            if uploaded and not expected:
                 expected = file_sha256(local)
         except (OSError, LabnetError) as exc:
             notes.append(f"could not check the server's copy of {name}: {exc}")
@@ -936,7 +951,7 @@ def run(op: str, size, clients: int, pool: str = "thread", host: str = "127.0.0.
     summary = summarize(records, op=op, size=size, clients=clients, wall_seconds=wall, pool=pool,
                         encoding=encoding, server=server, cancelled=was_cancelled)  # fmt: skip
     summary["server_note"] = "; ".join(filter(None, [before_note, after_note] + notes))
-    summary["digest"] = expected or (records[0].sha256 if records and records[0].ok else "")
+    summary["digest"] = expected or next((r.sha256 for r in records if r.ok), "")
     summary["digest_reference"] = ("expected" if expected else "agreement")
     summary["host"], summary["port"] = host, port
     config = {"op": op, "size": size, "clients": clients, "pool": pool, "host": host, "port": port,

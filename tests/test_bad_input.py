@@ -134,6 +134,16 @@ class Raw:
         self.close()
 
 
+def wait_stats(srv, ready, timeout: float = 20.0) -> dict:
+    """Poll STATS (bounded) until ``ready(snapshot)``; the server updates counters just after replying."""
+    deadline = time.monotonic() + timeout
+    while True:
+        snap = srv.stats()
+        if ready(snap) or time.monotonic() > deadline:
+            return snap
+        time.sleep(0.02)
+
+
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -228,7 +238,7 @@ def test_partial_line_then_half_close(srv):
             r.sock.shutdown(socket.SHUT_WR)
             assert r.line().startswith(b"ERR BAD_REQUEST connection closed in the middle of a line")
             assert r.closed_by_server()
-    snap = srv.stats()
+    snap = wait_stats(srv, lambda s: s["active"] == 1)
     assert snap["active"] == 1  # only the STATS connection: no worker left spinning
 
 
@@ -369,8 +379,7 @@ def test_disconnect_in_the_middle_of_a_download(srv, encoding):
             r.read(100_000)
             r.reset() if i % 2 else r.close()
     assert_clean(srv, {"big.bin": data})
-    with Client(*srv.address, timeout=IO_TIMEOUT, wait_timeout=IO_TIMEOUT) as c:
-        snap = c.stats()
+    snap = wait_stats(srv, lambda s: s["verbs"]["DOWNLOAD"]["failed"] >= WORKERS + 1)
     assert snap["verbs"]["DOWNLOAD"]["failed"] >= WORKERS + 1
     (srv.root / "big.bin").unlink()
 
@@ -404,12 +413,8 @@ def test_100_clients_connect_and_close_at_once(srv):
         t.join(IO_TIMEOUT * 2)
     assert not errors
     assert_clean(srv)
-    deadline = time.monotonic() + 20
-    while True:  # bounded wait until every closed connection has been served and let go
-        snap = srv.stats()
-        if (snap["active"] <= 1 and snap["waiting"] == 0) or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    # bounded wait until every closed connection has been served and let go
+    snap = wait_stats(srv, lambda s: s["active"] <= 1 and s["waiting"] == 0)
     assert snap["connections"] - before >= 100 + 1
     assert snap["busy"] == 0
     assert snap["active"] <= 1 and snap["waiting"] == 0

@@ -8,6 +8,7 @@ fail the test if any of its processes is left behind.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import socket
 import threading
@@ -265,3 +266,59 @@ def test_concurrent_uploads_of_one_name_last_complete_wins(server, server_root, 
     with Client(*server.address, timeout=30) as c:
         c.download("same.bin", downloads)
     assert (downloads / "same.bin").read_bytes() in versions
+
+
+def test_download_sends_exactly_the_announced_size_even_if_the_file_grows(server, server_root):
+    """The size in ``OK <size> ...`` is fixed when the file is opened; bytes appended later are not sent."""
+    data = random.Random(7).randbytes(20_000_000)  # far more than the socket buffers hold
+    (server_root / "grow.bin").write_bytes(data)
+    with socket.create_connection(server.address, timeout=20) as s:
+        assert recv_lines(s, 1) == [GREETING.encode()]
+        s.sendall(b"DOWNLOAD grow.bin raw\r\n")
+        buf = b""
+        while b"\r\n" not in buf:
+            buf += s.recv(65536)
+        header, _, buf = buf.partition(b"\r\n")
+        assert header == f"OK {len(data)} raw {len(data)}".encode()
+        with open(server_root / "grow.bin", "ab") as f:  # a local process appends meanwhile
+            f.write(b"appended later " * 100_000)
+        need = len(data) + len("SHA256 ") + 64 + 2
+        while len(buf) < need:
+            chunk = s.recv(1 << 20)
+            assert chunk, "server closed early"
+            buf += chunk
+        assert buf[: len(data)] == data
+        assert buf[len(data) :] == f"SHA256 {sha(data)}\r\n".encode()
+        s.sendall(b"LIST\r\n")  # still in step
+        assert recv_lines(s, 1) == [b"OK 1 files"]
+
+
+def test_upload_of_a_local_file_that_changes_size(server, server_root, client_dirs):
+    """The size announced is the size at open: growth is not sent, shrinking fails cleanly."""
+    files, _ = client_dirs
+    data = make(files / "grow.bin", 2_000_000)
+    with Client(*server.address, timeout=30) as c:
+        appended = []
+
+        def grow(n):
+            if not appended:
+                appended.append(n)
+                with open(files / "grow.bin", "ab") as f:
+                    f.write(b"more" * 100_000)
+
+        up = c.upload(files / "grow.bin", progress=grow)
+        assert up.bytes == len(data) and up.sha256 == sha(data)
+        assert (server_root / "grow.bin").read_bytes() == data
+
+        make(files / "shrink.bin", 2_000_000)
+
+        def shrink(n):
+            os.truncate(files / "shrink.bin", 1000)
+
+        with pytest.raises(PeerError, match="changed while being sent"):
+            c.upload(files / "shrink.bin", progress=shrink, encoding="raw")
+        assert c.list() == [("grow.bin", len(data))]  # the client reconnected; nothing half-stored
+    deadline = time.monotonic() + 15
+    while visible_and_temp(server_root)[1] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert visible_and_temp(server_root) == (["grow.bin"], [])

@@ -112,8 +112,8 @@ class _Res:
 
 
 def test_served_one_at_a_time():
-    staircase = _Res([_Rec(0, 0.0, 1.0), _Rec(1, 1.01, 2.0), _Rec(2, 2.02, 3.0)])
-    overlapping = _Res([_Rec(0, 0.0, 1.0), _Rec(1, 0.0, 1.0)])
+    staircase = _Res([_Rec(0, 0.0, 1.0), _Rec(1, 1.01, 2.0), _Rec(2, 2.02, 3.0)], wall_seconds=3.0)
+    overlapping = _Res([_Rec(0, 0.0, 1.0), _Rec(1, 0.0, 1.0)], wall_seconds=1.0)
     assert lessons.served_one_at_a_time(staircase)
     assert not lessons.served_one_at_a_time(overlapping)
 
@@ -270,13 +270,17 @@ def test_dashboard_stop_cancels_a_run(tmp_path, monkeypatch):
         (tmp_path / d).mkdir()
     dash = Dashboard(root=tmp_path / "server_files")
     try:
-        # 1 server worker, 4 clients of 20 MB raw: long enough to stop in the middle
-        dash.configure(op="upload", volume="20MB", clients=4, server_workers=1, encoding="raw")
+        # 1 server worker, 8 clients of 50 MB one after the other: long enough to stop in the middle
+        dash.configure(op="upload", volume="50MB", clients=8, server_workers=1, encoding="raw")
         dash.run()
-        time.sleep(0.3)
+        end = time.monotonic() + 60
+        while dash.progress.value == 0 and not dash.done.is_set() and time.monotonic() < end:
+            time.sleep(0.01)  # until the first bytes move
         dash.stop()
         assert dash.wait(60)
         res = dash.result
-        assert res.summary["cancelled"] and res.summary["ok"] + res.summary["failed"] == 4
+        assert res.summary["cancelled"] and res.summary["ok"] + res.summary["failed"] == 8
+        assert res.summary["failures"].get("cancelled", 0) >= 1
+        assert dash.progress.bar_style == "warning" and not dash.running
     finally:
         dash.shutdown()

@@ -70,7 +70,7 @@ def test_graceful_shutdown_with_transfers_in_flight(start_server, model, client_
     stalled.send(f"UPLOAD doc.bin {len(doc_v2)} raw\r\n".encode())
     assert stalled.line() == f"OK SEND {len(doc_v2)}"
     stalled.send(doc_v2[:200_000])
-    quick_proxy = FaultProxy(srv.address, down_rate=2_000_000, bufsize=16384)  # 3 MB in ~1.5 s
+    quick_proxy = FaultProxy(srv.address, down_rate=4_000_000, bufsize=16384)  # 3 MB in ~0.75 s
     slow_proxy = FaultProxy(srv.address, down_rate=200_000, bufsize=16384)  # 8 MB in ~40 s: too slow
     quick, slow = {}, {}
     try:
@@ -123,3 +123,33 @@ def test_graceful_shutdown_with_transfers_in_flight(start_server, model, client_
     with Client(*again.address, timeout=10) as c:
         assert c.list() == sorted((n, len(b)) for n, b in expected.items())
     assert folder_state(root) == expected
+
+
+def test_killed_server_leaves_no_workers_and_a_restart_cleans_up(start_server, model, client_dirs, tmp_path):
+    """SIGKILL (no chance to clean up) during an upload: the workers still go (parent-death signal),
+    and a server restarted on the folder removes any orphaned temporary file."""
+    files, _ = client_dirs
+    root = tmp_path / "srv"
+    root.mkdir()
+    old = os.urandom(50_000)
+    (files / "doc.bin").write_bytes(old)
+    srv = start_server(model, workers=2, root=root)
+    with Client(*srv.address, timeout=10) as c:
+        c.upload(files / "doc.bin")
+    pids = srv.pids()
+    with Wire(srv.address) as w:
+        w.send(b"UPLOAD doc.bin 400000 raw\r\n")
+        assert w.line() == "OK SEND 400000"
+        w.send(os.urandom(100_000))
+        wait_for(lambda: temp_files(root), 10, "the upload's temporary file")
+        srv.proc.kill()
+        srv.proc.wait(10)
+        wait_for(lambda: not [p for p in pids if alive(p)], 10, "every worker to exit after its parent was killed")
+    # Thread model: the whole server died at once, nobody was left to remove the temporary file.
+    # Process model: the workers got SIGTERM from the kernel (parent-death signal) and aborted cleanly.
+    assert len(temp_files(root)) == (1 if model == "thread" else 0)
+    again = start_server(model, workers=2, root=root)
+    assert temp_files(root) == []
+    with Client(*again.address, timeout=10) as c:
+        assert c.list() == [("doc.bin", len(old))]
+    assert folder_state(root) == {"doc.bin": old}

@@ -158,7 +158,8 @@ def children() -> set[int]:
     for p in psutil.Process().children(recursive=True):
         try:
             cmd = " ".join(p.cmdline())
-            if p.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in cmd and "forkserver" not in cmd:
+            infrastructure = "resource_tracker" in cmd or ("forkserver" in cmd and p.ppid() == os.getpid())
+            if p.status() != psutil.STATUS_ZOMBIE and not infrastructure:  # forked workers do count
                 out.add(p.pid)
         except psutil.NoSuchProcess:
             continue

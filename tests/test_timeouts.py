@@ -106,10 +106,16 @@ def test_request_line_deadline_is_absolute(start_server, model):
     assert folder_state(srv.root) == {}
 
 
-def test_stalled_download_releases_worker(start_server, model, client_dirs):
-    """A client that asks for a large file and stops reading holds its worker only until the idle limit."""
+@pytest.mark.parametrize("size", [300_000, 12_000_000])
+def test_stalled_download_releases_worker(start_server, model, client_dirs, size):
+    """A client that asks for a file and never reads it holds its worker only until the idle limit.
+
+    12 MB is more than the kernel buffers on both sides hold: the server's send stalls.  300 KB
+    may fit: then the server waits for a request while its reply sits unacknowledged, and
+    that output stops shrinking, so the connection is idle after all (at most two idle periods).
+    """
     files, _ = client_dirs
-    data = os.urandom(12_000_000)  # more than the kernel buffers on both sides hold
+    data = os.urandom(size)
     (files / "big.bin").write_bytes(data)
     srv = start_server(model, workers=1, idle_timeout=IDLE)
     with Client(*srv.address, timeout=10) as c:
@@ -126,14 +132,17 @@ def test_stalled_download_releases_worker(start_server, model, client_dirs):
         assert "error" not in queued, queued.get("error")
         released_after = queued["served_at"] - t0
         assert queued["list"] == [("big.bin", len(data))]
-        # Generous: the stall begins once both kernels' buffers are full, then IDLE s more.
-        assert released_after <= IDLE + LATE + 1.0, f"worker released only after {released_after:.3f} s"
-        print(f"\n[{model}] stalled download: worker released after {released_after:.3f} s (idle {IDLE} s)")
+        # Generous: the stall begins once both kernels' buffers are full, then IDLE s (or 2 x IDLE) more.
+        assert released_after <= 2 * IDLE + LATE, f"worker released only after {released_after:.3f} s"
+        print(f"\n[{model}] stalled {size} B download: worker released after {released_after:.3f} s (idle {IDLE} s)")
     finally:
         stalled.close()
     with Client(*srv.address, timeout=10) as c:
         assert c.list() == [("big.bin", len(data))]
-        assert c.stats()["verbs"]["DOWNLOAD"]["failed"] == 1
+        snap = c.stats()
+    assert snap["timeouts"] == 1
+    if size > 8_000_000:  # cannot all be in kernel buffers: the server was cut off while sending
+        assert snap["verbs"]["DOWNLOAD"]["failed"] == 1
     assert folder_state(srv.root) == {"big.bin": data}
 
 
