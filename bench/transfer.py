@@ -277,6 +277,13 @@ def main(argv=None) -> int:
             f"after one warm-up; MB = 10^6 bytes; base64 backend: {codec.BACKEND}; "
             f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
         )
+        print(
+            "  labnet: Client -> BackgroundServer (2 workers) on one connection, request line to verified result,\n"
+            "          SHA-256 on both ends, uploads to a new file; baseline: plain socket code, no hashing;\n"
+            "          reference: the baseline plus SHA-256 on both ends (information).\n"
+            "  cpu ms: CPU time of the sending and receiving side (median); cpu-bound MB/s = size / the busier\n"
+            "          side's CPU time (a side with a core to itself); cpu ratio = labnet / baseline of that."
+        )
         print()
         base, ref = {}, {}
         for enc in ENCODINGS:

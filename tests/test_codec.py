@@ -30,20 +30,21 @@ def _reload(monkeypatch, backend: str):
 
 @pytest.fixture(params=BACKENDS)
 def backend(request, monkeypatch):
-    """Run a test under each backend; the module is restored to its default afterwards."""
+    """Run a test under each backend; the environment and the module are restored afterwards."""
     _reload(monkeypatch, request.param)
     assert codec.BACKEND == request.param
     yield request.param
-    monkeypatch.delenv("LABNET_BASE64", raising=False)
+    monkeypatch.undo()
     importlib.reload(codec)
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _restore_default_backend():
+def _restore_backend():
+    """Whatever happened here, leave the backend the session started with (LABNET_BASE64 as it was)."""
+    before = codec.BACKEND
     yield
-    os.environ.pop("LABNET_BASE64", None)
     importlib.reload(codec)
-    assert codec.BACKEND == "pybase64"
+    assert codec.BACKEND == before
 
 
 def chunkings(data: bytes, rng: random.Random):
@@ -226,4 +227,4 @@ def test_falls_back_to_binascii_when_pybase64_is_missing(monkeypatch):
     finally:
         monkeypatch.undo()
         importlib.reload(codec)
-    assert codec.BACKEND == "pybase64"
+    assert codec.BACKEND == ("binascii" if os.environ.get("LABNET_BASE64", "").lower() == "binascii" else "pybase64")
