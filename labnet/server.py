@@ -68,6 +68,7 @@ class BaseServer:
         self.stats = self._make_stats()
         self.listener: socket.socket | None = None
         self._stop_requested = threading.Event()
+        self._stop_time: float | None = None  # when the stop was asked for: the grace period counts from it
         self._status_thread: threading.Thread | None = None
 
     # -- to be provided by a model -------------------------------------------
@@ -102,6 +103,8 @@ class BaseServer:
             self._status_thread.start()
 
     def request_stop(self) -> None:
+        if self._stop_time is None:
+            self._stop_time = time.monotonic()
         self._stop_requested.set()
 
     def serve_forever(self) -> None:
@@ -133,7 +136,7 @@ class BaseServer:
         if self.listener is not None:
             self.listener.close()
         self._begin_stopping()
-        end = time.monotonic() + self.config.grace
+        end = (self._stop_time or time.monotonic()) + self.config.grace
         while time.monotonic() < end and (self.stats.get("active") > 0 or self.stats.get("waiting") > 0):
             time.sleep(0.05)
         self._abort_and_join(timeout=5.0)
