@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from labnet import experiments  # noqa: E402
+from labnet import ets, experiments, matrix_plan  # noqa: E402
 from labnet.errors import UsageError  # noqa: E402
 
 MB = 10**6
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
                    server_models=args.models, client_pools=args.client_pools)  # fmt: skip
     partial = any(v for k, v in filters.items() if k != "client_pools") or args.client_pools != "thread"
     try:
-        cells = experiments.plan_cells(quick=False, **filters)
+        cells = matrix_plan.plan_cells(quick=False, **filters)
     except UsageError as exc:
         print(f"bench/matrix.py: {exc}", file=sys.stderr)
         return 2
@@ -111,9 +111,9 @@ def main(argv=None) -> int:
         "cells": len(cells), "rows": len(rows), "statuses": statuses, "wall_seconds": round(wall, 1),
         "client_failures": failures, "server_failures": server_failures, "digest_mismatches": mismatches,
         "server_peak_rss_max_MB": round(max(rss) / MB, 1) if rss else None,
-        "worst_cell": None if worst is None else {k: worst[k] for k in experiments.KEY_FIELDS + ("number",)},
+        "worst_cell": None if worst is None else {k: worst[k] for k in ets.KEY_FIELDS + ("number",)},
         "checks": checks, "csv": str(result.csv_path), "markdown": str(result.md_path),
-        "per_cell": [{k: r.get(k) for k in experiments.KEY_FIELDS + ("number", "status", "cell_seconds",
+        "per_cell": [{k: r.get(k) for k in ets.KEY_FIELDS + ("number", "status", "cell_seconds",
                                                                       "time_p50_s", "time_p95_s",
                                                                       "throughput_mean_Bps",
                                                                       "server_peak_rss_max_bytes",

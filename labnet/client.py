@@ -17,8 +17,16 @@ Rules
 * ``progress`` is any callable taking a number of file bytes (``tqdm.update``
   fits) and is called as bytes move.
 * If the server closed an idle connection, the next call reconnects.
+* SHA-256 is computed in a helper thread (``labnet.pipeline``) while this
+  thread moves the bytes.  A file uploaded before and unchanged since (same
+  device, inode, size, mtime and ctime) is not hashed again: its digest is
+  remembered in this process, and a raw upload then goes out by ``sendfile``.
+  A remembered digest that were somehow stale cannot store wrong data: the
+  server hashes what it receives and answers ``ERR INTEGRITY``, storing
+  nothing; the client then forgets that digest, so a retry hashes afresh.
 
-Must not import threading or multiprocessing.
+Must not import threading or multiprocessing (the hashing helper lives in
+``labnet.pipeline``).
 """
 
 from __future__ import annotations
@@ -33,8 +41,10 @@ from pathlib import Path
 
 from .channel import Channel
 from .codec import ENCODINGS, wire_length
+from .digests import DigestCache
 from .errors import Code, LabnetError, PeerError, RemoteError, UsageError
 from .names import check_name
+from .pipeline import ThreadedSHA256
 from .protocol import (
     CLOSED,
     GREETING,
@@ -50,6 +60,11 @@ from .protocol import (
 )  # fmt: skip
 
 CHUNK = 3 * 64 * 1024  # multiple of 3: see labnet.codec
+
+# Digests of files this process uploaded, keyed by (device, inode, size, mtime, ctime): an
+# unchanged file is not hashed again, and raw goes out by sendfile.  Memory only: the client
+# never writes to the user's files.  See labnet.digests.
+_upload_digests = DigestCache(use_xattr=False)
 DEFAULT_PORT = 8989
 
 
@@ -221,30 +236,48 @@ class Client:
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
         with f:
-            size = os.fstat(f.fileno()).st_size
+            st = os.fstat(f.fileno())
+            size = st.st_size
+            known = _upload_digests.lookup(f.fileno(), st)
             t0 = time.perf_counter()
             reply = self._request(Request("UPLOAD", name, size, encoding))
             if reply.word(0) != "SEND" or reply.int_word(1) != wire_length(size, encoding):
                 raise PeerError(f"unexpected reply to UPLOAD: {reply.text[:80]!r}")
-            sender = BodySender(size, encoding)
+            hasher = None if known is not None else ThreadedSHA256()
+            sender = BodySender(size, encoding, sha256=known, hasher=hasher)
             try:
-                left = size  # as announced: bytes appended meanwhile are not sent; a shrunk file fails in finish()
-                while left > 0:
-                    chunk = f.read(min(CHUNK, left))
-                    if not chunk:
-                        break
-                    left -= len(chunk)
-                    self._chan.send(sender.encode(chunk))
-                    if progress:
-                        progress(len(chunk))
+                # As announced: bytes appended meanwhile are not sent; a shrunk file fails.
+                if known is not None and encoding == "raw":
+                    self._chan.sendfile(f, 0, size, progress=progress)  # zero-copy
+                    sender.sent_directly(size)
+                else:
+                    left = size
+                    while left > 0:
+                        chunk = f.read(min(CHUNK, left))
+                        if not chunk:
+                            break
+                        left -= len(chunk)
+                        self._chan.send(sender.encode(chunk))
+                        if progress:
+                            progress(len(chunk))
                 self._chan.send(sender.finish())
             except OSError as exc:
                 self._raise_server_reason(exc)
             except LabnetError:  # the file shrank, or should_abort: the server still expects body bytes
                 self.close()
                 raise
-            reply = self._reply()
+            finally:
+                if hasher is not None:
+                    hasher.close()
+            try:
+                reply = self._reply()
+            except RemoteError as exc:
+                if exc.code == Code.INTEGRITY and known is not None:
+                    _upload_digests.forget(st)  # stale after all: the next try hashes again
+                raise
             seconds = time.perf_counter() - t0
+            if hasher is not None:
+                _upload_digests.record(f.fileno(), sender.hexdigest(), since=st)
         if reply.word(0) != "STORED" or reply.word(3) != sender.hexdigest():
             raise PeerError(f"server stored something else: {reply.text[:120]!r}", Code.INTEGRITY)
         return TransferResult("upload", name, size, seconds, sender.hexdigest(), encoding,
@@ -263,9 +296,11 @@ class Client:
         if enc != encoding or wire != wire_length(size, encoding):
             raise PeerError(f"unexpected reply to DOWNLOAD: {reply.text[:80]!r}")
         fd, temp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+        hasher = None
         try:
             with os.fdopen(fd, "wb") as out:
-                self._chan.rx.start_body(size, encoding)
+                hasher = ThreadedSHA256()  # hashes in a helper thread while this one receives and writes
+                self._chan.rx.start_body(size, encoding, hasher=hasher)
                 while True:
                     try:
                         event = self._chan.next_event()
@@ -279,8 +314,10 @@ class Client:
                         break
                     else:
                         raise ConnectionResetError("server closed the connection during the download")
-            os.replace(temp, final)
+            os.replace(temp, final)  # the receiver checked the digest: only now does the file appear
         except BaseException:
+            if hasher is not None:
+                hasher.close()
             self.close()  # the stream is out of sync now
             try:
                 os.unlink(temp)

@@ -212,7 +212,7 @@ def lab_dimensions() -> dict:
 
     ``{"ops", "volumes" (bytes), "clients", "server_workers"}``.
     """
-    from .experiments import ETS_DIMENSIONS, QUICK_DIMENSIONS
+    from .matrix_plan import ETS_DIMENSIONS, QUICK_DIMENSIONS
 
     return dict(QUICK_DIMENSIONS if quick_mode() else ETS_DIMENSIONS)
 

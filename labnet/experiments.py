@@ -4,13 +4,13 @@
 >>> print(result.markdown())        # the ETS table(s)
 >>> result.rows[0]["throughput_mean_Bps"]
 
-The matrix (:func:`plan_cells`): operation {download, upload} x volume
+The matrix (:func:`labnet.matrix_plan.plan_cells`): operation {download, upload} x volume
 {10, 50, 100 MB} x client worker pool {1, 5, 50} x server worker pool
 {1, 5, 50} = 54 rows per server model (thread, process) and per client pool
 kind (thread, process).  Rows are numbered (``Nomor``) by their place in that
 54-row table, so a subset keeps the numbers of the full table.  Quick mode
 (``quick=True`` or ``LABNET_QUICK=1``) uses the small matrix
-:data:`QUICK_DIMENSIONS` (100 KB / 1 MB files, pools of 1 / 2 and 4) that
+``matrix_plan.QUICK_DIMENSIONS`` (100 KB / 1 MB files, pools of 1 / 2 and 4) that
 runs in seconds.  MB = 10**6 bytes everywhere.
 
 Per cell: a pre-flight estimate of memory, disk and file descriptors skips a
@@ -34,464 +34,42 @@ Resource and error rules
   complete run), downloads are deleted once verified, so disk use is bounded
   by the largest cell.
 
+Where things are: this module holds the running (:func:`run_cell`,
+:func:`run_matrix`, :class:`MatrixResult`) and the ``labnet matrix`` CLI;
+:mod:`labnet.matrix_plan` holds the cells and the pre-flight check,
+:mod:`labnet.ets` the columns, the CSV and the Markdown tables
+(:func:`ets_table` and :func:`ets_rows` are importable from here too).
+
 Must not import matplotlib at import time (plots are made by
 ``labnet.plotting``, imported when plots are asked for) nor pandas.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
-import resource
 import shutil
 import sys
 import time
 from dataclasses import dataclass, field
-from itertools import product
 from pathlib import Path
 
 from .errors import LabnetError, UsageError
-from .files import data_dir, make_test_file, parse_size, project_dir, quick_mode, size_label, test_file_name
-from .launcher import BackgroundServer
-from .stress import POOLS as CLIENT_POOLS
-from .stress import file_sha256
-
-SERVER_MODELS = ("thread", "process")
-ETS_DIMENSIONS = {
-    "ops": ("download", "upload"),
-    "volumes": (10 * 10**6, 50 * 10**6, 100 * 10**6),
-    "clients": (1, 5, 50),
-    "server_workers": (1, 5, 50),
-}
-QUICK_DIMENSIONS = {
-    "ops": ("download", "upload"),
-    "volumes": (100 * 10**3, 10**6),
-    "clients": (1, 4),
-    "server_workers": (1, 2),
-}
-MB = 10**6
-UNITS_NOTE = "MB = 10^6 bytes; time in seconds; throughput per client = file bytes / total seconds of that client"
-
-# The assignment's column names, and an English rendering.
-ETS_COLUMNS = (
-    ("Nomor", "No."),
-    ("Operasi", "Operation"),
-    ("Volume", "Volume"),
-    ("Jumlah client worker pool", "Client worker pool size"),
-    ("Jumlah server worker pool", "Server worker pool size"),
-    ("Waktu total per client", "Total time per client"),
-    ("Throughput per client", "Throughput per client"),
-    ("Jumlah worker client yang sukses dan gagal", "Client workers succeeded / failed"),
-    ("Jumlah worker server yang sukses dan gagal", "Server workers succeeded / failed"),
+from .ets import (
+    DETAIL_TYPES,
+    DONE_STATUSES,
+    UNITS_NOTE,
+    append_row,
+    display_columns,
+    ets_rows,
+    ets_table,
+    prepare_csv,
+    read_rows,
 )
-ETS_NAMES = tuple(name for name, _ in ETS_COLUMNS)
-
-# Machine-readable columns after the assignment's ones (units in the names: s, bytes, B/s).
-DETAIL_TYPES = {
-    "server_model": str,
-    "client_pool": str,
-    "op": str,
-    "volume_bytes": int,
-    "client_workers": int,
-    "server_workers": int,
-    "number": int,
-    "status": str,
-    "note": str,
-    "clients_ok": int,
-    "clients_failed": int,
-    "failures": str,
-    "server_measured": bool,
-    "server_ok": int,
-    "server_failed": int,
-    "server_busy": int,
-    "time_mean_s": float,
-    "time_p50_s": float,
-    "time_p95_s": float,
-    "time_max_s": float,
-    "wait_mean_s": float,
-    "throughput_mean_Bps": float,
-    "throughput_aggregate_Bps": float,
-    "wall_s": float,
-    "digests_verified": int,
-    "digest_mismatches": int,
-    "server_peak_rss_max_bytes": int,
-    "server_processes": int,
-    "encoding": str,
-    "cell_seconds": float,
-    "finished_at": str,
-    "units": str,
-}
-CSV_FIELDS = ETS_NAMES + tuple(DETAIL_TYPES)
-KEY_FIELDS = ("server_model", "client_pool", "op", "volume_bytes", "client_workers", "server_workers")
-DONE_STATUSES = ("ok", "failed")
-
-
-# --------------------------------------------------------------------------
-# Cells
-# --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One row of the matrix.  ``number`` is its ``Nomor`` in its table."""
-
-    server_model: str
-    client_pool: str
-    op: str
-    volume: int
-    clients: int
-    server_workers: int
-    number: int = 0
-
-    @property
-    def key(self) -> tuple:
-        return (self.server_model, self.client_pool, self.op, self.volume, self.clients, self.server_workers)
-
-    def label(self) -> str:
-        return (f"#{self.number} {self.server_model} server x{self.server_workers}, {self.op} "
-                f"{size_label(self.volume)} x{self.clients} {self.client_pool} clients")  # fmt: skip
-
-
-def _values(given, base, convert, what: str):
-    if given is None:
-        return tuple(base)
-    if isinstance(given, str | int):
-        given = [given]
-    out = []
-    for v in given:
-        for part in str(v).split(",") if isinstance(v, str) else [v]:
-            if str(part).strip() == "":
-                continue
-            value = convert(part.strip() if isinstance(part, str) else part)
-            if value not in out:
-                out.append(value)
-    if not out:
-        raise UsageError(f"no {what} selected")
-    return tuple(out)
-
-
-def _choice(choices, what):
-    def convert(v):
-        v = str(v).lower()
-        if v not in choices:
-            raise UsageError(f"{what} must be one of {', '.join(choices)}, not {v!r}")
-        return v
-
-    return convert
-
-
-def _count(what):
-    def convert(v):
-        try:
-            n = int(v)
-        except (TypeError, ValueError):
-            raise UsageError(f"{what} must be whole numbers, not {v!r}") from None
-        if not 1 <= n <= 1000:
-            raise UsageError(f"{what} must be 1..1000, not {n}")
-        return n
-
-    return convert
-
-
-def _volume(v):
-    size = parse_size(v)
-    if size < 1:
-        raise UsageError("volumes must be at least 1 byte")
-    return size
-
-
-def plan_cells(*, ops=None, volumes=None, clients=None, server_workers=None, server_models=None,
-               client_pools=None, quick: bool | None = None) -> list[Cell]:  # fmt: skip
-    """The cells selected by the filters, in run order (server model, client pool, ``Nomor``).
-
-    Each filter is ``None`` (every value of the matrix), one value, a list, or
-    a comma-separated string (``"10MB,50MB"``).  Values outside the matrix are
-    allowed (``volumes="1MB"``): they are numbered after the matrix's own.
-    ``quick`` (default: ``LABNET_QUICK``) selects :data:`QUICK_DIMENSIONS`.
-    Raises ``UsageError`` for a bad value.
-    """
-    quick = quick_mode() if quick is None else quick
-    base = QUICK_DIMENSIONS if quick else ETS_DIMENSIONS
-    sel_ops = _values(ops, base["ops"], _choice(("download", "upload"), "operations"), "operation")
-    sel_vol = _values(volumes, base["volumes"], _volume, "volume")
-    sel_cli = _values(clients, base["clients"], _count("client workers"), "client worker count")
-    sel_srv = _values(server_workers, base["server_workers"], _count("server workers"), "server worker count")
-    sel_models = _values(server_models, SERVER_MODELS, _choice(SERVER_MODELS, "server models"), "server model")
-    sel_pools = _values(client_pools, ("thread",), _choice(CLIENT_POOLS, "client pools"), "client pool")
-
-    def axis(base_values, selected, key=None):
-        extra = sorted((v for v in selected if v not in base_values), key=key)
-        return list(base_values) + extra
-
-    ax_ops = axis(base["ops"], sel_ops)
-    ax_vol = axis(base["volumes"], sel_vol)
-    ax_cli = axis(base["clients"], sel_cli)
-    ax_srv = axis(base["server_workers"], sel_srv)
-    # The matrix's own cells keep their number in the full table; other values come after it.
-    numbers = {combo: i + 1 for i, combo in enumerate(product(base["ops"], base["volumes"], base["clients"],
-                                                              base["server_workers"]))}  # fmt: skip
-    for combo in product(ax_ops, ax_vol, ax_cli, ax_srv):
-        numbers.setdefault(combo, len(numbers) + 1)
-    cells = []
-    for model in sel_models:
-        for pool in sel_pools:
-            for combo in product(ax_ops, ax_vol, ax_cli, ax_srv):
-                op, vol, cli, srv = combo
-                if op in sel_ops and vol in sel_vol and cli in sel_cli and srv in sel_srv:
-                    cells.append(Cell(model, pool, op, vol, cli, srv, numbers[combo]))
-    return cells
-
-
-# --------------------------------------------------------------------------
-# Pre-flight estimate
-# --------------------------------------------------------------------------
-
-# Rough, deliberately generous per-unit costs (bytes), measured on Linux/CPython 3.11.
-SERVER_BASE_MEM = 60 * MB  # thread server with 50 busy workers peaked near 60 MB
-SERVER_WORKER_PROCESS_MEM = 25 * MB  # each worker of the process model
-CLIENT_THREAD_MEM = 2 * MB  # buffers of one client thread
-CLIENT_PROCESS_MEM = 35 * MB  # one spawned client process (interpreter + labnet)
-DISK_MARGIN = 512 * MB
-FD_MARGIN = 64
-
-
-def mem_available() -> int | None:
-    """``MemAvailable`` from /proc/meminfo in bytes (None where unknown)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def estimate(cell: Cell) -> dict:
-    """What a cell needs: ``{"memory", "disk", "fds"}`` in bytes / descriptors (an upper estimate).
-
-    Disk: uploads stream into one temporary file per client in the server's
-    folder; downloads write one file per client before it is checked and
-    deleted; plus the test file in the client and server folders.
-    """
-    server_mem = SERVER_BASE_MEM + (SERVER_WORKER_PROCESS_MEM * cell.server_workers
-                                    if cell.server_model == "process" else 0)  # fmt: skip
-    client_mem = (CLIENT_PROCESS_MEM if cell.client_pool == "process" else CLIENT_THREAD_MEM) * cell.clients
-    disk = cell.clients * cell.volume + 2 * cell.volume
-    fds = 3 * cell.clients + 2 * cell.server_workers + 32
-    return {"memory": server_mem + client_mem, "disk": disk, "fds": fds}
-
-
-def preflight(cell: Cell, folders, *, memory: int | None = None, disk_free: int | None = None,
-              fd_limit: int | None = None) -> str | None:  # fmt: skip
-    """``None`` if the cell can run here, else the reason to skip it (one line).
-
-    ``folders``: the folders the cell writes to (the free space of the
-    fullest one counts).  ``memory``/``disk_free``/``fd_limit`` override
-    what this machine reports (tests use them).
-    """
-    need = estimate(cell)
-    memory = mem_available() if memory is None else memory
-    if memory is not None and need["memory"] > 0.8 * memory:
-        return (f"needs about {need['memory'] / MB:.0f} MB of memory, {memory / MB:.0f} MB available "
-                f"(MB = 10^6 bytes)")  # fmt: skip
-    if disk_free is None:
-        frees = []
-        for folder in folders:
-            try:
-                frees.append(shutil.disk_usage(folder).free)
-            except OSError:
-                continue
-        disk_free = min(frees) if frees else None
-    if disk_free is not None and need["disk"] > disk_free - DISK_MARGIN:
-        return (f"needs about {need['disk'] / MB:.0f} MB of disk, {max(disk_free, 0) / MB:.0f} MB free "
-                f"(MB = 10^6 bytes)")  # fmt: skip
-    if fd_limit is None:
-        fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if fd_limit != resource.RLIM_INFINITY and need["fds"] > fd_limit - FD_MARGIN:
-        return f"needs about {need['fds']} file descriptors, the limit is {fd_limit} (ulimit -n)"
-    return None
-
-
-# --------------------------------------------------------------------------
-# Rows, the CSV and the table
-# --------------------------------------------------------------------------
-
-
-def _f(value, digits=2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _secs(value) -> str:
-    """Seconds with three significant digits at least: 0.00412, 0.412, 4.12, 41.2."""
-    if value is None:
-        return "-"
-    return f"{value:.3g}" if value < 0.01 else (f"{value:.3f}" if value < 10 else f"{value:.1f}")
-
-
-def _counts(ok, failed, busy=None) -> str:
-    if ok is None or failed is None:
-        return "-"
-    text = f"{ok} sukses / {failed} gagal"
-    if busy:
-        text += f" (+{busy} ditolak BUSY)"
-    return text
-
-
-def display_columns(row: dict) -> dict:
-    """The assignment's nine columns of a row, as they are shown (MB = 10^6 bytes)."""
-    skipped = row["status"] not in DONE_STATUSES
-    time_text = "-" if skipped or row.get("time_mean_s") is None else (
-        f"{_secs(row['time_mean_s'])} s (p50 {_secs(row.get('time_p50_s'))}, p95 {_secs(row.get('time_p95_s'))})")
-    tput = row.get("throughput_mean_Bps")
-    if skipped:
-        server = "-"
-    elif not row.get("server_measured"):
-        server = "tidak terukur (not measured)"
-    else:
-        server = _counts(row.get("server_ok"), row.get("server_failed"), row.get("server_busy"))
-    return {
-        "Nomor": str(row["number"]),
-        "Operasi": row["op"],
-        "Volume": f"{row['volume_bytes'] / MB:g} MB",
-        "Jumlah client worker pool": str(row["client_workers"]),
-        "Jumlah server worker pool": str(row["server_workers"]),
-        "Waktu total per client": time_text,
-        "Throughput per client": "-" if skipped or tput is None else f"{tput / MB:.2f} MB/s",
-        "Jumlah worker client yang sukses dan gagal": (
-            f"dilewati (skipped): {row.get('note', '')}" if skipped else
-            _counts(row.get("clients_ok"), row.get("clients_failed"))),
-        "Jumlah worker server yang sukses dan gagal": server,
-    }
-
-
-def row_key(row: dict) -> tuple:
-    return tuple(row[k] for k in KEY_FIELDS)
-
-
-def _to_csv_value(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def _from_csv(row: dict) -> dict | None:
-    """A typed row from a CSV record; ``None`` if it is incomplete (a line cut short)."""
-    if any(row.get(name) is None for name in CSV_FIELDS):
-        return None
-    out = {name: row[name] for name in ETS_NAMES}
-    try:
-        for name, kind in DETAIL_TYPES.items():
-            text = row[name]
-            if kind is str:
-                out[name] = text
-            elif text == "":
-                out[name] = None
-            elif kind is bool:
-                out[name] = text == "true"
-            else:
-                out[name] = kind(text)
-    except ValueError:
-        return None
-    if out["status"] not in ("ok", "failed", "skipped", "error"):
-        return None
-    return out
-
-
-def read_rows(csv_path) -> dict[tuple, dict]:
-    """The finished rows of ``ets.csv`` by cell key (last row of a cell wins); {} if there is no file.
-
-    Raises ``UsageError`` if the file has other columns (another labnet version).
-    """
-    path = Path(csv_path)
-    if not path.is_file():
-        return {}
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if not text.strip():
-        return {}
-    if not text.endswith("\n"):  # the last line was cut short by a kill: ignore it
-        text = text[: text.rfind("\n") + 1]
-    reader = csv.DictReader(io.StringIO(text))
-    if tuple(reader.fieldnames or ()) != CSV_FIELDS:
-        raise UsageError(f"{path} has other columns than this labnet writes; use another --out or --fresh")
-    rows = {}
-    for record in reader:
-        row = _from_csv(record)
-        if row is not None:
-            rows[row_key(row)] = row
-    return rows
-
-
-def _prepare_csv(path: Path) -> None:
-    """Make ``path`` ready for appending: header written, a cut-short last line removed."""
-    if path.is_file() and path.stat().st_size > 0:
-        data = path.read_bytes()
-        if not data.endswith(b"\n"):
-            path.write_bytes(data[: data.rfind(b"\n") + 1])
-        if path.stat().st_size > 0:
-            read_rows(path)  # checks the header
-            return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        csv.writer(f, lineterminator="\n").writerow(CSV_FIELDS)
-
-
-def append_row(csv_path, row: dict) -> None:
-    """Append one row and flush it to disk (a kill right after loses nothing)."""
-    with open(csv_path, "a", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, lineterminator="\n")
-        writer.writerow({k: _to_csv_value(row.get(k)) for k in CSV_FIELDS})
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def ets_rows(rows) -> list[dict]:
-    """Only the assignment's nine columns of each row (a list of dicts, e.g. for a notebook table)."""
-    return [{name: row[name] for name in ETS_NAMES} for row in rows]
-
-
-def ets_table(rows, title: str = "ETS") -> str:
-    """The ETS table(s) in Markdown: one table per (server model, client pool), rows by ``Nomor``.
-
-    Headers carry the assignment's Indonesian names with an English rendering;
-    the notes under each table say MB = 10^6 bytes and how each column is measured.
-    """
-    groups: dict[tuple, list] = {}
-    for row in rows:
-        groups.setdefault((row["server_model"], row["client_pool"]), []).append(row)
-    out = [f"# {title}", "", f"Units: {UNITS_NOTE}.", ""]
-    for (model, pool) in sorted(groups, key=lambda g: (SERVER_MODELS.index(g[0]) if g[0] in SERVER_MODELS else 9,
-                                                        g[1])):  # fmt: skip
-        group = sorted(groups[(model, pool)], key=lambda r: r["number"])
-        out += [f"## Server {model} pool, client {pool} pool ({len(group)} rows)", ""]
-        out.append("| " + " | ".join(f"{name} ({english})" for name, english in ETS_COLUMNS) + " |")
-        out.append("|" + "|".join("---:" if i in (0, 2, 3, 4) else "---" for i in range(len(ETS_COLUMNS))) + "|")
-        for row in group:
-            cells = [str(row[name]).replace("|", "\\|") for name in ETS_NAMES]
-            out.append("| " + " | ".join(cells) + " |")
-        out += [
-            "",
-            "Notes: MB = 10^6 bytes. *Waktu total per client*: mean over the successful clients of the time from "
-            "the common start to the verified end of that client's transfer (p50/p95 in brackets), queueing for "
-            "a server worker included. *Throughput per client*: mean over successful clients of file bytes / that "
-            "client's total seconds. *Jumlah worker server*: requests the server counted as succeeded / failed, "
-            "measured by STATS before and after the cell (connections refused with BUSY shown apart). "
-            "Every transfer's SHA-256 is checked against the file's.",
-            "",
-        ]
-        notes = [r for r in group if r.get("note")]
-        for r in notes:
-            out.append(f"* Nomor {r['number']}: {r['status']}: {r['note']}")
-        if notes:
-            out.append("")
-    return "\n".join(out)
-
+from .files import data_dir, make_test_file, project_dir, quick_mode, test_file_name
+from .launcher import BackgroundServer
+from .matrix_plan import Cell, plan_cells, preflight
+from .stress import file_sha256
 
 # --------------------------------------------------------------------------
 # Running
@@ -655,7 +233,7 @@ def run_matrix(out_dir=None, *, ops=None, volumes=None, clients=None, server_wor
                cell_time_limit: float | None = None, timeout: float = 60.0, fresh: bool = False,
                plots: bool = True, progress=True, cancel=None, on_row=None, files_dir=None,
                downloads_dir=None, max_cells: int | None = None, server_env=None) -> MatrixResult:  # fmt: skip
-    """Run the selected cells (see :func:`plan_cells` for the filters), resuming ``out_dir/ets.csv``.
+    """Run the selected cells (see :func:`labnet.matrix_plan.plan_cells` for the filters), resuming ``out_dir/ets.csv``.
 
     Writes ``out_dir/ets.csv`` (a row appended per finished cell),
     ``out_dir/ets.md`` and, with ``plots``, the PNGs of :mod:`labnet.plotting`.
@@ -680,7 +258,7 @@ def run_matrix(out_dir=None, *, ops=None, volumes=None, clients=None, server_wor
     csv_path = out_dir / "ets.csv"
     if fresh and csv_path.exists():
         os.replace(csv_path, out_dir / "ets.csv.bak")
-    _prepare_csv(csv_path)
+    prepare_csv(csv_path)
     files_dir = Path(files_dir) if files_dir is not None else data_dir("client_files")
     downloads_dir = Path(downloads_dir) if downloads_dir is not None else data_dir("client_downloads")
     server_root = out_dir / ".server_files"
@@ -804,5 +382,5 @@ def cli_main(args) -> int:
     return 1 if bad else 0
 
 
-__all__ = ["Cell", "MatrixResult", "plan_cells", "preflight", "estimate", "run_cell", "run_matrix", "read_rows",
-           "append_row", "ets_table", "ets_rows", "display_columns", "ETS_COLUMNS", "CSV_FIELDS", "UNITS_NOTE"]
+__all__ = ["MatrixResult", "Cancelled", "run_cell", "run_matrix", "default_out_dir", "add_cli", "cli_main",
+           "ets_table", "ets_rows"]

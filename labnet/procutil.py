@@ -1,4 +1,4 @@
-"""Small process helpers: parent-death signal, process-tree inspection.
+"""Small process helpers: parent-death signal, process-tree inspection, CPU time.
 
 Linux only where it matters (``prctl``); elsewhere the helpers do nothing and
 say so by their return value.  Reads ``/proc`` directly so the runtime needs
@@ -120,3 +120,9 @@ def limit_heap_fragmentation(threshold: int = 128 * 1024) -> bool:
         return libc.mallopt(M_MMAP_THRESHOLD, int(threshold)) == 1
     except (OSError, AttributeError):
         return False
+
+
+def cpu_seconds() -> float:
+    """User plus system CPU seconds this process has used so far (all its threads, not its children)."""
+    t = os.times()
+    return t.user + t.system

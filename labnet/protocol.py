@@ -134,8 +134,20 @@ class Receiver:
         """Decoded body bytes delivered so far in the current body."""
         return self._decoded
 
-    def start_body(self, size: int, encoding: str) -> None:
-        """Expect a body of ``size`` file bytes in ``encoding``, then a SHA256 trailer."""
+    def start_body(self, size: int, encoding: str, hasher=None) -> None:
+        """Expect a body of ``size`` file bytes in ``encoding``, then a SHA256 trailer.
+
+        ``hasher``: where the body's SHA-256 is computed -- any object with
+        ``update(bytes)`` and ``hexdigest()`` that computes SHA-256 (default: a
+        fresh ``hashlib.sha256()``).  The receiver feeds it every decoded body
+        byte, in order, before handing the bytes out as ``Data``, and compares
+        its ``hexdigest()`` with the trailer itself: the check stays here
+        whoever does the hashing.  The I/O layer passes one that hashes in a
+        helper thread (``labnet.pipeline``), so hashing overlaps the socket and
+        file work; this module stays free of threads.  ``update`` receives
+        ``bytes`` objects, which nobody modifies later, so it may keep them for
+        a while.
+        """
         if self._state != _LINE:
             raise RuntimeError(f"start_body in state {self._state}")
         self._state = _BODY
@@ -143,7 +155,7 @@ class Receiver:
         self._body_left = wire_length(size, encoding)
         self._decoded = 0
         self._decoder = Decoder(encoding)
-        self._hash = hashlib.sha256()
+        self._hash = hashlib.sha256() if hasher is None else hasher
 
     # -- pulling -----------------------------------------------------------
 
@@ -242,20 +254,42 @@ class Receiver:
 
 
 class BodySender:
-    """Turn file chunks into wire bytes, hashing them; :meth:`finish` adds the trailer."""
+    """Turn file chunks into wire bytes, hashing them; :meth:`finish` adds the trailer.
 
-    def __init__(self, size: int, encoding: str):
+    ``sha256``: the file's digest when the sender already knows it (a digest
+    remembered from an earlier transfer, see ``labnet.digests``); the chunks are
+    then not hashed again, and raw bodies may leave by other means than
+    :meth:`encode` (``sendfile``: report them with :meth:`sent_directly`).  A
+    stale digest cannot slip through: the *receiver* hashes what arrives and
+    refuses the body (``INTEGRITY``) if it does not match the trailer.
+    ``hasher``: otherwise, where to hash (as in :meth:`Receiver.start_body`;
+    default ``hashlib.sha256()``).
+    """
+
+    def __init__(self, size: int, encoding: str, sha256: str | None = None, hasher=None):
         self.size = size
         self.encoding = encoding
         self.wire_size = wire_length(size, encoding)
         self._encoder = Encoder(encoding)
-        self._hash = hashlib.sha256()
+        self._known = sha256
+        self._hash = None if sha256 is not None else hashlib.sha256() if hasher is None else hasher
         self.sent = 0
 
+    @property
+    def digest_known(self) -> bool:
+        return self._known is not None
+
     def encode(self, chunk) -> bytes:
-        self._hash.update(chunk)
+        if self._hash is not None:
+            self._hash.update(chunk)
         self.sent += len(chunk)
         return self._encoder.encode(chunk)
+
+    def sent_directly(self, count: int) -> None:
+        """``count`` raw file bytes went out without :meth:`encode` (``sendfile``)."""
+        if self.encoding != "raw" or self._known is None:
+            raise RuntimeError("only raw bodies with a known digest may bypass encode()")
+        self.sent += count
 
     def finish(self) -> bytes:
         if self.sent != self.size:
@@ -263,7 +297,7 @@ class BodySender:
         return self._encoder.finish() + f"SHA256 {self.hexdigest()}\r\n".encode()
 
     def hexdigest(self) -> str:
-        return self._hash.hexdigest()
+        return self._known if self._known is not None else self._hash.hexdigest()
 
 
 # --------------------------------------------------------------------------

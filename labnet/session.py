@@ -16,7 +16,19 @@ Resource and error rules
   other ending -- error, disconnect, shutdown -- removes its temporary file.
 * The socket is always closed on return; nothing here raises.
 
-Must not import threading or multiprocessing: callers bring the concurrency.
+Hashing and sending
+-------------------
+* Uploads: the receiver's SHA-256 runs in a helper thread
+  (:class:`labnet.pipeline.ThreadedSHA256`, a bounded queue of a few chunks)
+  while this thread receives and writes; the digest is still checked against
+  the trailer before anything is published.
+* Downloads: a file whose digest the store knows (recorded at upload commit,
+  see :mod:`labnet.digests`) is not hashed again, and a raw one goes out by
+  ``sendfile``; otherwise it is hashed in a helper thread while being sent,
+  and the digest is remembered for next time.
+
+Must not import threading or multiprocessing: callers bring the concurrency
+(the hashing helper lives in :mod:`labnet.pipeline`).
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ from . import __version__
 from .channel import Channel
 from .codec import wire_length
 from .errors import Code, LabnetError, LocalError, PeerError
+from .pipeline import ThreadedSHA256
 from .protocol import (
     CLOSED,
     GREETING,
@@ -238,29 +251,50 @@ def _serve_request(text: str, chan, store, stats, config, flags) -> str:
         return CLOSE
 
 
+def _cores_to_spare(stats: Stats) -> bool:
+    """Hash in a helper thread only while fewer connections are active than there are CPUs:
+    on a busy machine the helper costs more than it gives (see labnet.pipeline)."""
+    return stats.get("active") < (os.cpu_count() or 1)
+
+
 def _download(request, chan: Channel, store: FileStore, stats: Stats) -> None:
     f, size = store.open_read(request.name)
     with f:
-        sender = BodySender(size, request.encoding)
+        known, st = store.known_digest(f)
+        hasher = None if known is not None else ThreadedSHA256(enabled=_cores_to_spare(stats))
+        sender = BodySender(size, request.encoding, sha256=known, hasher=hasher)
         chan.send(ok(size, request.encoding, wire_length(size, request.encoding)))
         try:
-            left = size  # as announced: bytes appended meanwhile are not sent; a shrunk file fails in finish()
-            while left > 0:
-                chunk = f.read(min(CHUNK, left))
-                if not chunk:
-                    break
-                left -= len(chunk)
-                chan.send(sender.encode(chunk))
-                stats.add("bytes_out", len(chunk))
+            # As announced: bytes appended meanwhile are not sent; a shrunk file fails.
+            if known is not None and request.encoding == "raw":
+                chan.sendfile(f, 0, size, progress=lambda n: stats.add("bytes_out", n))  # zero-copy
+                sender.sent_directly(size)
+            else:
+                left = size
+                while left > 0:
+                    chunk = f.read(min(CHUNK, left))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+                    chan.send(sender.encode(chunk))
+                    stats.add("bytes_out", len(chunk))
             chan.send(sender.finish())
         except LabnetError as exc:
             raise _BodyInterrupted(exc, sending=True) from exc
+        finally:
+            if hasher is not None:
+                hasher.close()
+        if hasher is not None:  # a file placed by hand, or an xattr-less file system: remember it
+            store.remember_digest(f, sender.hexdigest(), since=st)
 
 
 def _upload(request, chan: Channel, store: FileStore, stats: Stats) -> None:
     with store.begin_upload(request.name, request.size) as upload:
         chan.send(ok("SEND", wire_length(request.size, request.encoding)))
-        chan.rx.start_body(request.size, request.encoding)
+        # The receiver hands the body's bytes to a helper thread to hash while this one keeps
+        # receiving and writing; it still checks the digest against the trailer itself.
+        hasher = ThreadedSHA256(enabled=_cores_to_spare(stats))
+        chan.rx.start_body(request.size, request.encoding, hasher=hasher)
         try:
             while True:
                 event = chan.next_event()  # idle limit only: slow but steady is fine
@@ -273,5 +307,7 @@ def _upload(request, chan: Channel, store: FileStore, stats: Stats) -> None:
                     raise PeerError("connection closed during the upload body")
         except LabnetError as exc:
             raise _BodyInterrupted(exc) from exc
-        upload.commit()
+        finally:
+            hasher.close()
+        upload.commit(event.sha256)  # only now, verified, does the file appear
         chan.send(ok("STORED", request.name, request.size, event.sha256))

@@ -15,6 +15,17 @@ Rules
 * Temporary files left by a server that was killed outright are removed when
   a store is opened on the folder (one server per folder is assumed).
 
+* Known digests (:mod:`labnet.digests`): a committed upload's SHA-256 (the
+  receiver computed it) is recorded in the file's ``user.labnet.sha256``
+  extended attribute -- set on the temporary file, so it is published by the
+  same atomic rename and removed with the file by delete or replace -- and in
+  this process's memory.  Downloads of a file with a known digest skip hashing
+  and, raw, go out by ``sendfile``.  A file placed in the folder by hand is
+  hashed on its first download and remembered.  A stale digest (a file
+  changed in place keeping its size and mtime) cannot hand out wrong data:
+  the receiving client hashes what it gets and refuses the download with
+  ``INTEGRITY``, keeping nothing.
+
 Durability against power loss is *not* attempted (no fsync): the lab cares
 about process crashes and disconnects, which the rename already covers.
 
@@ -29,6 +40,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .digests import DigestCache
 from .errors import Code, LocalError, PeerError
 from .names import check_name
 
@@ -54,6 +66,7 @@ class FileStore:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_upload = max_upload
+        self.digests = DigestCache(use_xattr=True)
         if clean_temp:
             self.remove_stale_temp_files()
 
@@ -95,6 +108,18 @@ class FileStore:
         size = os.fstat(f.fileno()).st_size
         return f, size
 
+    def known_digest(self, f) -> tuple[str | None, os.stat_result]:
+        """``(sha256 or None, fstat)`` of the open file ``f`` as it is now."""
+        st = os.fstat(f.fileno())
+        return self.digests.lookup(f.fileno(), st), st
+
+    def remember_digest(self, f, sha256: str, since: os.stat_result) -> None:
+        """Record the digest a download computed, if the file is still the version of ``since``."""
+        try:
+            self.digests.record(f.fileno(), sha256, since=since)
+        except OSError:
+            pass
+
     # -- changing ----------------------------------------------------------
 
     def delete(self, name: str) -> None:
@@ -102,7 +127,9 @@ class FileStore:
         try:
             if not path.is_file() or path.is_symlink():
                 raise PeerError(f"no such file: {name}", Code.NOT_FOUND)
+            st = path.stat()
             path.unlink()
+            self.digests.forget(st)  # the xattr went with the file
         except FileNotFoundError:
             raise PeerError(f"no such file: {name}", Code.NOT_FOUND) from None
         except OSError as exc:
@@ -126,7 +153,7 @@ class FileStore:
             fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=self.root)
         except OSError as exc:
             raise _storage_error(exc, f"cannot store {name}") from None
-        return Upload(name, path, Path(temp), os.fdopen(fd, "wb"))
+        return Upload(name, path, Path(temp), os.fdopen(fd, "wb"), self.digests)
 
     def temp_files(self) -> list[Path]:
         return sorted(self.root.glob(TEMP_PREFIX + "*" + TEMP_SUFFIX))
@@ -145,8 +172,9 @@ class FileStore:
 class Upload:
     """One upload in progress.  Use as a context manager: leaving it by an exception aborts."""
 
-    def __init__(self, name: str, final: Path, temp: Path, file):
+    def __init__(self, name: str, final: Path, temp: Path, file, digests: DigestCache | None = None):
         self.name = name
+        self.digests = digests
         self.final = final
         self.temp = temp
         self._file = file
@@ -160,15 +188,34 @@ class Upload:
             raise _storage_error(exc, f"cannot store {self.name}") from None
         self.written += len(data)
 
-    def commit(self) -> None:
-        """Publish the file under its name (atomically replacing an older one)."""
+    def commit(self, sha256: str | None = None) -> None:
+        """Publish the file under its name (atomically replacing an older one).
+
+        ``sha256``: the digest the receiver verified; it is recorded with the
+        file (see :mod:`labnet.digests`) before the rename makes it visible.
+        """
+        digests = self.digests if sha256 is not None else None
         try:
-            self._file.close()
+            self._file.flush()
+            fd = self._file.fileno()
+            if digests is not None:
+                digests.record(fd, sha256)  # the xattr goes on the temporary file: published with it
+                try:
+                    digests.forget(os.stat(self.final))  # the version this one replaces
+                except OSError:
+                    pass
             os.replace(self.temp, self.final)
+            self.done = True
+            if digests is not None:
+                digests.record(fd, sha256, xattr=False)  # memory: the rename changed the ctime
         except OSError as exc:
-            self.abort()
+            self.abort()  # no-op once published
             raise _storage_error(exc, f"cannot store {self.name}") from None
-        self.done = True
+        finally:
+            try:
+                self._file.close()
+            except OSError:
+                pass
 
     def abort(self) -> None:
         if self.done:

@@ -14,7 +14,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from labnet import ets
 from labnet import experiments as ex
+from labnet import matrix_plan as plan
 from labnet.errors import UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_full_plan_is_54_rows_per_server_model():
-    cells = ex.plan_cells(quick=False)
+    cells = plan.plan_cells(quick=False)
     assert len(cells) == 108
     for model in ("thread", "process"):
         mine = [c for c in cells if c.server_model == model]
@@ -35,25 +37,25 @@ def test_full_plan_is_54_rows_per_server_model():
     assert (first.op, first.volume, first.clients, first.server_workers) == ("download", 10**7, 1, 1)
     assert (last.op, last.volume, last.clients, last.server_workers) == ("upload", 10**8, 50, 50)
     assert {c.volume for c in cells} == {10_000_000, 50_000_000, 100_000_000}  # MB = 10^6
-    both = ex.plan_cells(quick=False, client_pools="thread,process")
+    both = plan.plan_cells(quick=False, client_pools="thread,process")
     assert len(both) == 216
 
 
 def test_subsets_keep_the_full_tables_numbers():
-    cells = ex.plan_cells(quick=False, ops="upload", volumes="100MB", clients=[50], server_workers="1,50",
+    cells = plan.plan_cells(quick=False, ops="upload", volumes="100MB", clients=[50], server_workers="1,50",
                           server_models="process")  # fmt: skip
     assert [(c.number, c.server_workers) for c in cells] == [(52, 1), (54, 50)]
-    extra = ex.plan_cells(quick=False, volumes="1MB", clients=1, server_workers=1, ops="download",
+    extra = plan.plan_cells(quick=False, volumes="1MB", clients=1, server_workers=1, ops="download",
                           server_models="thread")  # fmt: skip
     assert [c.number for c in extra] == [55]  # values outside the matrix are numbered after its own
 
 
 def test_quick_plan_and_env(monkeypatch):
     monkeypatch.setenv("LABNET_QUICK", "1")
-    quick = ex.plan_cells()
+    quick = plan.plan_cells()
     assert len(quick) == 32 and max(c.volume for c in quick) <= 10**6 and max(c.clients for c in quick) <= 4
     monkeypatch.setenv("LABNET_QUICK", "0")
-    assert len(ex.plan_cells()) == 108
+    assert len(plan.plan_cells()) == 108
 
 
 @pytest.mark.parametrize("kwargs", [{"ops": "delete"}, {"volumes": "huge"}, {"clients": "0"},
@@ -61,24 +63,24 @@ def test_quick_plan_and_env(monkeypatch):
                                     {"clients": ""}])  # fmt: skip
 def test_bad_filters(kwargs):
     with pytest.raises(UsageError):
-        ex.plan_cells(**kwargs)
+        plan.plan_cells(**kwargs)
 
 
 def test_preflight_skips_with_a_reason(tmp_path):
-    big = ex.Cell("process", "process", "download", 100 * 10**6, 50, 50, 54)
-    assert ex.preflight(big, [tmp_path], memory=10**12, disk_free=10**12, fd_limit=65536) is None
-    reason = ex.preflight(big, [tmp_path], memory=500 * 10**6, disk_free=10**12, fd_limit=65536)
+    big = plan.Cell("process", "process", "download", 100 * 10**6, 50, 50, 54)
+    assert plan.preflight(big, [tmp_path], memory=10**12, disk_free=10**12, fd_limit=65536) is None
+    reason = plan.preflight(big, [tmp_path], memory=500 * 10**6, disk_free=10**12, fd_limit=65536)
     assert reason.startswith("needs about") and "memory" in reason and "MB = 10^6" in reason
-    reason = ex.preflight(big, [tmp_path], memory=10**12, disk_free=10**9, fd_limit=65536)
+    reason = plan.preflight(big, [tmp_path], memory=10**12, disk_free=10**9, fd_limit=65536)
     assert "disk" in reason
-    reason = ex.preflight(big, [tmp_path], memory=10**12, disk_free=10**12, fd_limit=100)
+    reason = plan.preflight(big, [tmp_path], memory=10**12, disk_free=10**12, fd_limit=100)
     assert "file descriptors" in reason
-    need = ex.estimate(big)
+    need = plan.estimate(big)
     assert need["disk"] >= 50 * 100 * 10**6
 
 
 def fake_row(number, status="ok", **kw):
-    cell = ex.Cell("thread", "thread", "upload", 10**6, 5, 1, number)
+    cell = plan.Cell("thread", "thread", "upload", 10**6, 5, 1, number)
     row = ex._base_row(cell, "b64")
     row.update(status=status, clients_ok=5, clients_failed=0, server_measured=True, server_ok=5, server_failed=0,
                server_busy=0, time_mean_s=0.5, time_p50_s=0.4, time_p95_s=0.9, time_max_s=1.0,
@@ -90,42 +92,42 @@ def fake_row(number, status="ok", **kw):
 
 def test_display_columns_use_the_assignments_names_and_mb():
     row = fake_row(3)
-    assert list(ex.display_columns(row)) == list(ex.ETS_NAMES)
+    assert list(ets.display_columns(row)) == list(ets.ETS_NAMES)
     assert row["Throughput per client"] == "2.50 MB/s"
     assert row["Volume"] == "1 MB"
     assert row["Jumlah worker client yang sukses dan gagal"] == "5 sukses / 0 gagal"
     assert row["Jumlah worker server yang sukses dan gagal"] == "5 sukses / 0 gagal"
     assert row["Waktu total per client"].startswith("0.500 s (p50 0.400, p95 0.900)")
-    skipped = ex._finish_row({**ex._base_row(ex.Cell("thread", "thread", "upload", 10**6, 5, 1, 1), "b64"),
+    skipped = ex._finish_row({**ex._base_row(plan.Cell("thread", "thread", "upload", 10**6, 5, 1, 1), "b64"),
                               "status": "skipped", "note": "needs about 9 MB of disk"})  # fmt: skip
-    assert skipped["Throughput per client"] == "-" and "needs about" in skipped[ex.ETS_NAMES[7]]
-    md = ex.ets_table([row, skipped])
+    assert skipped["Throughput per client"] == "-" and "needs about" in skipped[ets.ETS_NAMES[7]]
+    md = ets.ets_table([row, skipped])
     assert "Nomor (No.)" in md and "Jumlah worker server yang sukses dan gagal" in md and "MB = 10^6 bytes" in md
 
 
 def test_csv_round_trip_partial_line_and_last_row_wins(tmp_path):
     path = tmp_path / "ets.csv"
-    ex._prepare_csv(path)
+    ets.prepare_csv(path)
     rows = [fake_row(1), fake_row(2, status="failed", clients_ok=4, clients_failed=1)]
     for row in rows:
-        ex.append_row(path, row)
-    read = ex.read_rows(path)
+        ets.append_row(path, row)
+    read = ets.read_rows(path)
     assert [r["number"] for r in read.values()] == [1, 2]
-    back = read[ex.row_key(rows[1])]
+    back = read[ets.row_key(rows[1])]
     assert back["clients_failed"] == 1 and back["server_measured"] is True and back["time_p95_s"] == 0.9
-    assert {k: back[k] for k in ex.ETS_NAMES} == {k: rows[1][k] for k in ex.ETS_NAMES}
+    assert {k: back[k] for k in ets.ETS_NAMES} == {k: rows[1][k] for k in ets.ETS_NAMES}
     # a kill in the middle of a write leaves a partial line: it is ignored, then cut off before appending
     with open(path, "a") as f:
         f.write("7,upload,1 MB,5,")
-    assert len(ex.read_rows(path)) == 2
-    ex._prepare_csv(path)
+    assert len(ets.read_rows(path)) == 2
+    ets.prepare_csv(path)
     assert path.read_text().endswith("\n")
-    ex.append_row(path, fake_row(2, clients_ok=5, clients_failed=0))
-    assert ex.read_rows(path)[ex.row_key(rows[1])]["clients_failed"] == 0  # the last row of a cell wins
+    ets.append_row(path, fake_row(2, clients_ok=5, clients_failed=0))
+    assert ets.read_rows(path)[ets.row_key(rows[1])]["clients_failed"] == 0  # the last row of a cell wins
     other = tmp_path / "other.csv"
     other.write_text("a,b\n1,2\n")
     with pytest.raises(UsageError):
-        ex.read_rows(other)
+        ets.read_rows(other)
 
 
 # --------------------------------------------------------------------------
@@ -156,7 +158,7 @@ def wait_gone(marker: str, seconds: float = 15.0) -> list[int]:
 
 def check_rows(result, files: Path, root_marker: str):
     assert result.complete
-    by_key = {ex.row_key(r): r for r in result.rows}
+    by_key = {ets.row_key(r): r for r in result.rows}
     for cell in result.cells:
         row = by_key[cell.key]
         assert row["status"] == "ok", row
@@ -184,7 +186,7 @@ def test_small_matrix_both_models_every_row_checked(tmp_path):
     assert text.count("| download |") == 4 and text.count("| upload |") == 4 and "MB = 10^6 bytes" in text
     with open(out / "ets.csv", newline="") as f:
         header = next(csv.reader(f))
-    assert header[: len(ex.ETS_NAMES)] == list(ex.ETS_NAMES)
+    assert header[: len(ets.ETS_NAMES)] == list(ets.ETS_NAMES)
     assert {p.name for p in out.glob("*.png")} == {"ets_throughput.png", "ets_time.png", "ets_counts.png"}
     assert not (out / ".server_files").exists()
     again = ex.run_matrix(out, volumes="150KB", clients="3", server_workers="1,2", quick=True, files_dir=files,
@@ -205,12 +207,12 @@ def test_process_client_pool_cell(tmp_path):
 @pytest.mark.timeout(60)
 def test_preflight_skip_is_written_and_retried(tmp_path, monkeypatch):
     out = tmp_path / "out"
-    monkeypatch.setattr(ex, "mem_available", lambda: 1)
+    monkeypatch.setattr(plan, "mem_available", lambda: 1)
     result = ex.run_matrix(out, ops="upload", volumes="10KB", clients="2", server_workers="1", server_models="thread",
                            quick=True, files_dir=tmp_path / "f", downloads_dir=tmp_path / "d", progress=False,
                            plots=False)  # fmt: skip
     assert [r["status"] for r in result.rows] == ["skipped"] and result.skipped == 1
-    assert "memory" in result.rows[0]["note"] and "dilewati" in result.rows[0][ex.ETS_NAMES[7]]
+    assert "memory" in result.rows[0]["note"] and "dilewati" in result.rows[0][ets.ETS_NAMES[7]]
     monkeypatch.undo()
     again = ex.run_matrix(out, ops="upload", volumes="10KB", clients="2", server_workers="1", server_models="thread",
                           quick=True, files_dir=tmp_path / "f", downloads_dir=tmp_path / "d", progress=False,
@@ -228,7 +230,7 @@ def test_killed_run_resumes_to_the_same_table(tmp_path):
            "--volumes", args["volumes"], "--clients", args["clients"], "--server-workers", args["server_workers"],
            "--models", args["server_models"], "--ops", args["ops"]]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cells = ex.plan_cells(quick=True, **args)
+    cells = plan.plan_cells(quick=True, **args)
     assert len(cells) == 8
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     csv_path = out / "ets.csv"
@@ -245,12 +247,12 @@ def test_killed_run_resumes_to_the_same_table(tmp_path):
         proc.wait(10)
     # the killed run's server dies with it (parent-death signal / watchdog)
     assert not wait_gone(str(out)), "server outlived the killed matrix run"
-    first = ex.read_rows(csv_path)
+    first = ets.read_rows(csv_path)
     assert 2 <= len(first) < 8
     resumed = ex.run_matrix(out, quick=True, files_dir=files, downloads_dir=downloads, progress=False, plots=False,
                             **args)  # fmt: skip
     assert resumed.resumed == len(first) and resumed.ran == 8 - len(first)
-    final = ex.read_rows(csv_path)
+    final = ets.read_rows(csv_path)
     assert set(final) == {c.key for c in cells}
     for key, row in first.items():  # finished rows were not run again
         assert final[key]["finished_at"] == row["finished_at"] and final[key]["wall_s"] == row["wall_s"]
@@ -260,7 +262,7 @@ def test_killed_run_resumes_to_the_same_table(tmp_path):
     numbers = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ") and "Nomor" not in line]
     assert numbers == [str(c.number) for c in cells]
     assert hashlib.sha256(md.encode()).hexdigest() == hashlib.sha256(
-        ex.ets_table(list(ex.read_rows(csv_path).values()), title="ETS: stress-test table").encode()).hexdigest()
+        ets.ets_table(list(ets.read_rows(csv_path).values()), title="ETS: stress-test table").encode()).hexdigest()
 
 
 @pytest.mark.timeout(60)

@@ -1,4 +1,4 @@
-"""The notebooks' helper modules: lessons (01-03), envcheck (00), netinfo (06), dashboard (04) without a browser."""
+"""The notebooks' helper modules: lessons_framing (01), lessons_pools (02-03), envcheck (00), netinfo (06), dashboard (04) without a browser."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from labnet import envcheck, lessons, netinfo
+from labnet import envcheck, lessons_framing, lessons_pools, netinfo
 from labnet.dashboard import Dashboard, LogTail, counters_html, parse_status_line, summary_html
 from labnet.stats import Stats, status_line
 
@@ -18,14 +18,14 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def test_split_marker_is_never_seen_by_the_seed_loop():
-    demo = lessons.split_marker_demo(b"payload")
+    demo = lessons_framing.split_marker_demo(b"payload")
     assert demo["reads"] == [b"payload__E", b"ND__"]
     assert not demo["seed"].finished
     assert demo["searching"].finished and demo["searching"].data == b"payload"
 
 
 def test_marker_inside_the_file_truncates_silently():
-    demo = lessons.marker_in_file_demo(size=5000, at=1000)
+    demo = lessons_framing.marker_in_file_demo(size=5000, at=1000)
     assert len(demo["content"]) == 5000
     for name in ("seed", "searching"):
         assert demo[name].finished and demo[name].data == demo["content"][:1000]
@@ -35,35 +35,35 @@ def test_marker_inside_the_file_truncates_silently():
 @pytest.mark.parametrize("read_size", [1, 7, 4096])
 def test_length_prefixed_receive_is_exact_however_split(encoding, read_size):
     content = b"__END__" + bytes(range(256)) * 10 + b"__END__"
-    got = lessons.length_prefixed_receive(content, encoding=encoding, read_size=read_size)
+    got = lessons_framing.length_prefixed_receive(content, encoding=encoding, read_size=read_size)
     assert got.finished and got.data == content
 
 
 def test_stream_boundaries_keep_the_bytes():
-    seen = lessons.stream_boundaries((b"a", b"bc", b"def"), settle=0.05)
+    seen = lessons_framing.stream_boundaries((b"a", b"bc", b"def"), settle=0.05)
     assert b"".join(seen["received"]) == b"abcdef"
 
 
 def test_seed_per_chunk_base64_keeps_only_the_first_chunk():
-    assert lessons.seed_decode(lessons.seed_encode(b"abcd", chunk=2)) == b"ab"
-    res = lessons.truncation_demo(size=3 * 10**6)
-    assert res.truncated and res.received == lessons.SEED_CHUNK
+    assert lessons_framing.seed_decode(lessons_framing.seed_encode(b"abcd", chunk=2)) == b"ab"
+    res = lessons_framing.truncation_demo(size=3 * 10**6)
+    assert res.truncated and res.received == lessons_framing.SEED_CHUNK
     assert res.digest_caught_it
     assert res.labnet_decoder.startswith("refused") and "INTEGRITY" in res.labnet_decoder
     assert res.labnet_roundtrip_ok
 
 
 def test_a_file_smaller_than_one_chunk_is_not_truncated():
-    res = lessons.truncation_demo(size=1000)
+    res = lessons_framing.truncation_demo(size=1000)
     assert not res.truncated and not res.digest_caught_it
 
 
 def test_codec_cost_reports_four_thirds():
-    rows = lessons.codec_cost(size=300_000, repeats=1)
+    rows = lessons_framing.codec_cost(size=300_000, repeats=1)
     assert rows[0]["backend"] == "raw (copy)" and rows[0]["wire_bytes"] == 300_000
     assert all(r["wire_bytes"] == 400_000 for r in rows[1:])
     assert all(r["encode_s"] > 0 and r["decode_s"] > 0 for r in rows)
-    fig = lessons.plot_base64_cost(rows)
+    fig = lessons_framing.plot_base64_cost(rows)
     assert len(fig.axes) == 2
 
 
@@ -71,31 +71,31 @@ def test_transfer_cost_through_a_server(start_server, tmp_path):
     srv = start_server("thread", workers=1)
     path = tmp_path / "f.bin"
     path.write_bytes(b"x" * 30_001)
-    rows = lessons.transfer_cost(srv.address, path, repeats=1)
+    rows = lessons_framing.transfer_cost(srv.address, path, repeats=1)
     assert {(r["encoding"], r["op"]) for r in rows} == {("raw", "upload"), ("raw", "download"),
                                                          ("b64", "upload"), ("b64", "download")}  # fmt: skip
     for r in rows:
         assert r["bytes"] == 30_001
         assert r["wire_bytes"] == (30_001 if r["encoding"] == "raw" else 4 * -(-30_001 // 3))
-    assert len(lessons.plot_base64_cost(lessons.codec_cost(3000, 1), rows).axes) == 3
+    assert len(lessons_framing.plot_base64_cost(lessons_framing.codec_cost(3000, 1), rows).axes) == 3
 
 
 # -- 02/03: pools ---------------------------------------------------------------------
 
 
 def test_worker_functions_run_in_a_spawned_pool_and_notebook_ones_do_not():
-    assert lessons.try_in_pool(lessons.square, 6, "spawn").result == 36
-    bad = lessons.try_in_pool(lambda x: x, 1, "spawn")  # a lambda cannot be pickled by reference
+    assert lessons_pools.try_in_pool(lessons_pools.square, 6, "spawn").result == 36
+    bad = lessons_pools.try_in_pool(lambda x: x, 1, "spawn")  # a lambda cannot be pickled by reference
     assert not bad.ok and bad.error
 
 
 def test_gil_demo_shapes():
-    rows = lessons.gil_demo(tasks=2, workers=2, cpu_n=10_000, io_s=0.05)
+    rows = lessons_pools.gil_demo(tasks=2, workers=2, cpu_n=10_000, io_s=0.05)
     assert {(r["work"].split()[0], r["pool"]) for r in rows} == {("CPU-bound", "thread"), ("CPU-bound", "process"),
                                                                   ("I/O-bound", "thread"), ("I/O-bound", "process")}  # fmt: skip
     io_thread = next(r for r in rows if r["work"].startswith("I/O") and r["pool"] == "thread")
     assert io_thread["speedup"] > 1.3
-    assert len(lessons.plot_gil(rows).axes) == 1
+    assert len(lessons_pools.plot_gil(rows).axes) == 1
 
 
 class _Rec:
@@ -114,8 +114,8 @@ class _Res:
 def test_served_one_at_a_time():
     staircase = _Res([_Rec(0, 0.0, 1.0), _Rec(1, 1.01, 2.0), _Rec(2, 2.02, 3.0)], wall_seconds=3.0)
     overlapping = _Res([_Rec(0, 0.0, 1.0), _Rec(1, 0.0, 1.0)], wall_seconds=1.0)
-    assert lessons.served_one_at_a_time(staircase)
-    assert not lessons.served_one_at_a_time(overlapping)
+    assert lessons_pools.served_one_at_a_time(staircase)
+    assert not lessons_pools.served_one_at_a_time(overlapping)
 
 
 def test_queueing_plots():
@@ -125,8 +125,8 @@ def test_queueing_plots():
             r = _Res([_Rec(i, 0.1 * i, 0.1 * i + 0.1) for i in range(clients)], wait_mean=0.1, transfer_mean=0.1)
             r.config["server_workers"] = workers
             runs.append(r)
-    assert len(lessons.plot_queueing(runs).axes) == 2
-    assert len(lessons.plot_timelines(runs[:2]).axes) == 2
+    assert len(lessons_pools.plot_queueing(runs).axes) == 2
+    assert len(lessons_pools.plot_timelines(runs[:2]).axes) == 2
 
 
 def test_seed_style_vs_streamed_encode(tmp_path):
@@ -136,12 +136,12 @@ def test_seed_style_vs_streamed_encode(tmp_path):
     path = tmp_path / "f.bin"
     path.write_bytes(bytes(range(256)) * 1000)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        seed = lessons.seed_style_encode(path, pool)
-    ours = lessons.streamed_encode(path)
+        seed = lessons_pools.seed_style_encode(path, pool)
+    ours = lessons_pools.streamed_encode(path)
     assert seed["bytes"] == ours["bytes"] == 256_000
     assert seed["bytes_crossing_processes"] == 256_000 + 4 * -(-256_000 // 3)
     assert ours["bytes_crossing_processes"] == 0
-    assert len(lessons.plot_designs([seed, ours]).axes) == 2
+    assert len(lessons_pools.plot_designs([seed, ours]).axes) == 2
 
 
 # -- 00: environment check ----------------------------------------------------------------

@@ -8,12 +8,13 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from labnet import experiments as ex
+from labnet import matrix_plan as plan
 from labnet import plotting
 
 
 def rows(statuses=("ok",)):
     out = []
-    for cell in ex.plan_cells(quick=False, volumes="10MB,100MB", server_workers="1,5"):
+    for cell in plan.plan_cells(quick=False, volumes="10MB,100MB", server_workers="1,5"):
         row = ex._base_row(cell, "b64")
         t = cell.volume / 50e6 * cell.clients / cell.server_workers
         row.update(status=statuses[cell.number % len(statuses)], clients_ok=cell.clients - 1, clients_failed=1,

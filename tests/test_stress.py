@@ -14,10 +14,10 @@ import threading
 import psutil
 import pytest
 
-from labnet import stress
+from labnet import stress, stress_report
 from labnet.errors import Code, LocalError, PeerError, RemoteError, UsageError
 from labnet.files import parse_size
-from labnet.stress import WorkerRecord, classify, percentile, server_counts, summarize
+from labnet.stress_report import WorkerRecord, classify, percentile, server_counts, summarize
 
 # --------------------------------------------------------------------------
 # Unit: maths and classification (no sockets)
@@ -120,7 +120,7 @@ def test_server_counts_are_differences_or_unmeasured():
 )
 def test_classify(exc, category, code):
     got = classify(exc)
-    assert got[0] == category and got[1] == code and got[0] in stress.CATEGORIES
+    assert got[0] == category and got[1] == code and got[0] in stress_report.CATEGORIES
     assert got[2]
 
 
@@ -130,10 +130,10 @@ def test_result_table_json_csv():
     result = stress.StressResult(records, s)
     assert not result.ok
     table = result.table()
-    assert [row["worker"] for row in table] == [0, 1] and set(table[0]) == set(stress.RECORD_FIELDS)
+    assert [row["worker"] for row in table] == [0, 1] and set(table[0]) == set(stress_report.RECORD_FIELDS)
     assert json.loads(result.to_json())["summary"]["failed"] == 1
     lines = result.to_csv().splitlines()
-    assert lines[0].split(",") == list(stress.RECORD_FIELDS) and len(lines) == 3
+    assert lines[0].split(",") == list(stress_report.RECORD_FIELDS) and len(lines) == 3
     assert "MB = 10^6" in result.format()
 
 

@@ -1,0 +1,132 @@
+"""SHA-256 in a helper thread, so hashing overlaps the socket and file work.
+
+Both ends of a transfer hash every file byte (the receiver to check the
+trailer, the sender to write it).  Hashing costs about as much CPU as moving
+the bytes through the socket and the file together, and done in line it
+simply adds to them.  :class:`ThreadedSHA256` has the same two methods as
+``hashlib.sha256()`` -- ``update`` and ``hexdigest`` -- but ``update`` only
+queues the chunk; a helper thread hashes it while the calling thread goes on
+receiving and writing (or reading and sending).  ``hashlib`` releases the GIL
+for buffers over 2 KiB, so the two threads really run at the same time on two
+cores.
+
+Bounded: the queue holds at most ``depth`` chunks; a caller that gets ahead of
+the hashing waits in ``update``.  So one transfer holds at most ``depth + 2``
+chunks (the queued ones, the one being hashed, the one in the caller's hands),
+a few hundred KiB, whatever the file size.
+
+Only when a core is free: a helper pays off only if it gets a core of its own.
+When every core is already busy (say 50 concurrent uploads on 2 cores), it
+only adds thread switches and moves each chunk between CPU caches -- measured:
+50 concurrent 100 MB uploads took 17 s instead of 9 s.  So a process runs at
+most ``cpu_count - 1`` helpers at a time (at least one), and the caller can
+say ``enabled=False`` when it knows the machine is busy (the servers do when
+more connections are active than there are CPUs); a hasher that gets no
+helper hashes in line, exactly like ``hashlib``.
+
+Small bodies never start a thread: chunks are hashed in line until one of at
+least ``min_threaded`` bytes comes along (order is kept: after the helper
+starts, every chunk goes through the queue).
+
+Chunks must be ``bytes`` (or anything nobody modifies afterwards): the helper
+reads them after ``update`` has returned.  Always end with :meth:`hexdigest`
+or :meth:`close` (both idempotent; use ``try/finally``), or a helper thread
+would wait for chunks forever.
+
+The protocol core (``labnet.protocol``) stays free of threads: the I/O layer
+passes an instance of this class as the ``hasher`` of
+``Receiver.start_body`` / ``BodySender``, and the core still compares the
+digest with the trailer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+
+DEPTH = 2  # chunks waiting for the helper
+MIN_THREADED = 64 * 1024  # smaller chunks are hashed in line until a big one starts the helper
+_STOP = None
+MAX_HELPERS = max(1, (os.cpu_count() or 1) - 1)  # helper threads per process, at most
+
+_helpers = 0
+_helpers_lock = threading.Lock()
+
+
+def _claim_helper() -> bool:
+    global _helpers
+    with _helpers_lock:
+        if _helpers >= MAX_HELPERS:
+            return False
+        _helpers += 1
+        return True
+
+
+def _release_helper() -> None:
+    global _helpers
+    with _helpers_lock:
+        _helpers -= 1
+
+
+def helpers_running() -> int:
+    """Helper threads running in this process now."""
+    return _helpers
+
+
+class ThreadedSHA256:
+    def __init__(self, depth: int = DEPTH, min_threaded: int | None = None, enabled: bool = True):
+        min_threaded = MIN_THREADED if min_threaded is None else min_threaded
+        self._enabled = enabled
+        self._sha = hashlib.sha256()
+        self._depth = depth
+        self._min_threaded = min_threaded
+        self._queue: queue.Queue | None = None
+        self._thread: threading.Thread | None = None
+        self._hex: str | None = None
+        self.max_queued = 0  # the most chunks ever waiting (tests check the bound)
+
+    @property
+    def threaded(self) -> bool:
+        """True once the helper thread was started."""
+        return self._queue is not None
+
+    def update(self, data) -> None:
+        if self._hex is not None:
+            raise RuntimeError("update() after hexdigest()")
+        q = self._queue
+        if q is None:
+            if len(data) < self._min_threaded or not self._enabled or not _claim_helper():
+                self._sha.update(data)
+                return
+            q = queue.Queue(self._depth)
+            thread = threading.Thread(target=self._run, args=(q,), name="labnet-sha256", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # can't start a new thread: hash in line
+                _release_helper()
+                self._sha.update(data)
+                return
+            self._queue, self._thread = q, thread
+        q.put(data)  # blocks while the queue is full: memory stays bounded
+        self.max_queued = max(self.max_queued, q.qsize())
+
+    def _run(self, q: queue.Queue) -> None:
+        update = self._sha.update
+        while (item := q.get()) is not _STOP:
+            update(item)
+
+    def close(self) -> None:
+        """Stop the helper after it hashed what is queued (idempotent)."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(_STOP)
+            thread.join()
+            _release_helper()
+
+    def hexdigest(self) -> str:
+        if self._hex is None:
+            self.close()
+            self._hex = self._sha.hexdigest()
+        return self._hex
