@@ -20,10 +20,16 @@ multiprocessing.
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import socket
 import time
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Windows
+    fcntl = None
 
 from .errors import Code, LocalError, PeerError
 from .protocol import NEED_DATA, Receiver
@@ -31,6 +37,10 @@ from .protocol import NEED_DATA, Receiver
 RECV_SIZE = 256 * 1024
 SENDFILE_SLICE = 1 << 20  # bytes per sendfile() call: progress and aborts are noticed in between
 POLL = 0.25  # seconds: how often a blocked wait checks should_abort()
+PIPE_SIZE = 1 << 20  # splice pipe capacity asked for (F_SETPIPE_SZ); the kernel may give less
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+SPLICE = hasattr(os, "splice") and fcntl is not None  # Linux, Python >= 3.10
 
 
 def _never() -> bool:
@@ -131,6 +141,89 @@ class Channel:
             if self.idle is not None:
                 idle_deadline = time.monotonic() + self.idle
 
+    def splice_body(self, fd: int, moved) -> bool:
+        """Move raw body bytes socket -> pipe -> file ``fd`` with ``os.splice``, zero-copy.
+
+        Only while the receiver allows it (:meth:`Receiver.direct_room`: a raw
+        body, nothing buffered): bytes it already holds must first come out of
+        :meth:`next_event` as ``Data``.  Writes at ``fd``'s current position
+        (a buffered file object must be flushed first) and advances it.  After
+        each piece, ``moved(offset, n)`` is called -- it must hash those ``n``
+        bytes, read back from ``fd`` at ``offset`` -- and then the receiver is
+        told.  Returns False, having moved nothing, where splice is not
+        available (not Linux, or ``EINVAL`` from the socket or file); the
+        caller then goes on with :meth:`next_event`.  Also returns when the
+        body is complete or the peer closed (the next :meth:`next_event`
+        reports either).  A failed file write raises ``LocalError(STORAGE)``.
+        """
+        if not SPLICE or self.rx.direct_room() == 0:
+            return SPLICE
+        try:
+            r, w = os.pipe()
+        except OSError:
+            return False
+        try:
+            try:
+                fcntl.fcntl(w, _F_SETPIPE_SZ, PIPE_SIZE)
+            except OSError:  # over /proc/sys/fs/pipe-max-size: keep the default
+                pass
+            pipe_size = fcntl.fcntl(w, _F_GETPIPE_SZ)
+            return self._splice_loop(fd, moved, r, w, pipe_size)
+        finally:
+            os.close(r)
+            os.close(w)
+
+    def _splice_loop(self, fd: int, moved, r: int, w: int, pipe_size: int) -> bool:
+        sock_fd = self.sock.fileno()
+        self.sock.settimeout(POLL)  # any timeout makes the socket non-blocking
+        pos = os.lseek(fd, 0, os.SEEK_CUR)
+        idle_deadline = None if self.idle is None else time.monotonic() + self.idle
+        first, poller = True, None
+        while (room := self.rx.direct_room()) > 0:
+            if self.should_abort():
+                raise LocalError("server is shutting down", Code.SHUTDOWN)
+            try:
+                n = os.splice(sock_fd, w, min(room, pipe_size), flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK)
+            except BlockingIOError:
+                if poller is None:
+                    poller = select.poll()
+                    poller.register(sock_fd, select.POLLIN)
+                poller.poll(self._wait_slice(None, idle_deadline) * 1000)
+                continue
+            except OSError as exc:
+                if first and exc.errno == errno.EINVAL:
+                    return False  # this socket cannot splice: nothing was moved
+                raise
+            if n == 0:  # the peer closed: next_event() reports the short body
+                self.rx.receive_data(b"")
+                return True
+            try:
+                self._drain_pipe(r, fd, n)
+            except OSError as exc:
+                raise LocalError(f"cannot write the body: {exc.strerror or exc}", Code.STORAGE) from None
+            first = False
+            moved(pos, n)
+            pos += n
+            self.bytes_read += n
+            self.rx.body_moved_directly(n)
+            if self.idle is not None:
+                idle_deadline = time.monotonic() + self.idle
+        return True
+
+    def _drain_pipe(self, r: int, fd: int, n: int) -> None:
+        """Write the ``n`` bytes waiting in the pipe to ``fd`` (splice; plain read+write if the
+        file system cannot splice)."""
+        while n > 0:
+            try:
+                m = os.splice(r, fd, n, flags=os.SPLICE_F_MOVE)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                m = _write_all(fd, os.read(r, n))
+            if m <= 0:
+                raise OSError(errno.EIO, "splice to the file wrote nothing")
+            n -= m
+
     def linger_close(self, max_bytes: int = 1 << 30, max_seconds: float = 2.0) -> None:
         """Close after our last reply, reading (and dropping) what the peer still sends.
 
@@ -150,3 +243,10 @@ class Channel:
             pass
         finally:
             self.sock.close()
+
+
+def _write_all(fd: int, data: bytes) -> int:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    return len(data)

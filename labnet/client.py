@@ -21,6 +21,8 @@ Rules
   thread moves the bytes.  A file uploaded before and unchanged since (same
   device, inode, size, mtime and ctime) is not hashed again: its digest is
   remembered in this process, and a raw upload then goes out by ``sendfile``.
+  A raw download moves socket -> file by ``splice`` (Linux, zero-copy) and
+  is hashed back from the file, still verified before it is renamed.
   A remembered digest that were somehow stale cannot store wrong data: the
   server hashes what it receives and answers ``ERR INTEGRITY``, storing
   nothing; the client then forgets that digest, so a retry hashes afresh.
@@ -296,28 +298,15 @@ class Client:
         if enc != encoding or wire != wire_length(size, encoding):
             raise PeerError(f"unexpected reply to DOWNLOAD: {reply.text[:80]!r}")
         fd, temp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
-        hasher = None
         try:
             with os.fdopen(fd, "wb") as out:
                 hasher = ThreadedSHA256()  # hashes in a helper thread while this one receives and writes
-                self._chan.rx.start_body(size, encoding, hasher=hasher)
-                while True:
-                    try:
-                        event = self._chan.next_event()
-                    except OSError as exc:
-                        raise _network_error(exc) from None
-                    if isinstance(event, Data):
-                        out.write(event.data)
-                        if progress:
-                            progress(len(event.data))
-                    elif isinstance(event, BodyEnd):
-                        break
-                    else:
-                        raise ConnectionResetError("server closed the connection during the download")
+                try:
+                    event = _receive_body(self._chan, out, size, encoding, hasher, progress)
+                finally:
+                    hasher.close()  # before the file closes: the helper may be reading it back
             os.replace(temp, final)  # the receiver checked the digest: only now does the file appear
         except BaseException:
-            if hasher is not None:
-                hasher.close()
             self.close()  # the stream is out of sync now
             try:
                 os.unlink(temp)
@@ -326,6 +315,42 @@ class Client:
             raise
         seconds = time.perf_counter() - t0
         return TransferResult("download", name, size, seconds, event.sha256, encoding, wire, str(final))
+
+
+def _receive_body(chan: Channel, out, size: int, encoding: str, hasher, progress) -> BodyEnd:
+    """Receive a body into the file object ``out``; return its ``BodyEnd`` (digest checked).
+
+    A raw body moves socket -> file by ``splice`` (zero-copy) where the
+    platform allows, its bytes hashed back from the file by ``hasher``
+    (``ThreadedSHA256.update_from_file``); bytes that arrived before, and
+    everything else, come through the receiver as ``Data``.
+    """
+    rx = chan.rx
+    rx.start_body(size, encoding, hasher=hasher)
+    direct = encoding == "raw" and hasattr(hasher, "update_from_file")
+
+    def moved(offset: int, n: int) -> None:
+        hasher.update_from_file(out.fileno(), offset, n)
+        if progress:
+            progress(n)
+
+    while True:
+        try:
+            if direct and rx.direct_room():
+                out.flush()
+                direct = chan.splice_body(out.fileno(), moved)
+                continue
+            event = chan.next_event()
+        except OSError as exc:
+            raise _network_error(exc) from None
+        if isinstance(event, Data):
+            out.write(event.data)
+            if progress:
+                progress(len(event.data))
+        elif isinstance(event, BodyEnd):
+            return event
+        else:
+            raise ConnectionResetError("server closed the connection during the download")
 
 
 def _check_encoding(encoding: str) -> str:

@@ -28,6 +28,12 @@ Small bodies never start a thread: chunks are hashed in line until one of at
 least ``min_threaded`` bytes comes along (order is kept: after the helper
 starts, every chunk goes through the queue).
 
+Bodies that never entered Python (raw bodies ``splice``-d from the socket to
+the file) are hashed with :meth:`ThreadedSHA256.update_from_file`: the helper
+reads the range back from the file (page cache) through one reused buffer,
+in order with the other chunks; the queue bound still holds (an item names
+at most one pipe-full, 1 MiB).
+
 Chunks must be ``bytes`` (or anything nobody modifies afterwards): the helper
 reads them after ``update`` has returned.  Always end with :meth:`hexdigest`
 or :meth:`close` (both idempotent; use ``try/finally``), or a helper thread
@@ -47,6 +53,7 @@ import queue
 import threading
 
 DEPTH = 2  # chunks waiting for the helper
+READ_BACK = 256 * 1024  # bytes per pread when hashing data back from a file
 MIN_THREADED = 64 * 1024  # smaller chunks are hashed in line until a big one starts the helper
 _STOP = None
 MAX_HELPERS = max(1, (os.cpu_count() or 1) - 1)  # helper threads per process, at most
@@ -86,6 +93,8 @@ class ThreadedSHA256:
         self._thread: threading.Thread | None = None
         self._hex: str | None = None
         self.max_queued = 0  # the most chunks ever waiting (tests check the bound)
+        self._buf: bytearray | None = None  # read-back buffer for update_from_file
+        self._error: OSError | None = None
 
     @property
     def threaded(self) -> bool:
@@ -97,25 +106,75 @@ class ThreadedSHA256:
             raise RuntimeError("update() after hexdigest()")
         q = self._queue
         if q is None:
-            if len(data) < self._min_threaded or not self._enabled or not _claim_helper():
+            if len(data) < self._min_threaded or not self._start():
                 self._sha.update(data)
                 return
-            q = queue.Queue(self._depth)
-            thread = threading.Thread(target=self._run, args=(q,), name="labnet-sha256", daemon=True)
-            try:
-                thread.start()
-            except RuntimeError:  # can't start a new thread: hash in line
-                _release_helper()
-                self._sha.update(data)
-                return
-            self._queue, self._thread = q, thread
+            q = self._queue
         q.put(data)  # blocks while the queue is full: memory stays bounded
         self.max_queued = max(self.max_queued, q.qsize())
+
+    def update_from_file(self, fd: int, offset: int, count: int) -> None:
+        """Hash ``count`` bytes of the open file ``fd`` from ``offset`` (bytes just written there).
+
+        For bodies moved into the file without entering Python (``splice``):
+        the helper reads them back (``pread``, from the page cache) in order
+        with the other chunks, through one reused buffer.  ``fd`` must stay
+        open until :meth:`close` or :meth:`hexdigest` returned.  A read error
+        or a file shorter than ``offset + count`` makes :meth:`hexdigest`
+        raise ``OSError``: the digest can never match by accident.
+        """
+        if self._hex is not None:
+            raise RuntimeError("update_from_file() after hexdigest()")
+        if count <= 0:
+            return
+        q = self._queue
+        if q is None and (count < self._min_threaded or not self._start()):
+            self._hash_file(fd, offset, count)
+            return
+        q = self._queue
+        q.put((fd, offset, count))
+        self.max_queued = max(self.max_queued, q.qsize())
+
+    def _hash_file(self, fd: int, offset: int, count: int) -> None:
+        if self._error is not None:
+            return
+        buf = self._buf
+        if buf is None:
+            buf = self._buf = bytearray(READ_BACK)
+        view = memoryview(buf)
+        update = self._sha.update
+        try:
+            while count > 0:
+                n = os.preadv(fd, [view[: min(count, READ_BACK)]], offset)
+                if n <= 0:
+                    raise OSError(f"file ends {count} bytes before the data being hashed")
+                update(view[:n])
+                offset += n
+                count -= n
+        except OSError as exc:
+            self._error = exc
+
+    def _start(self) -> bool:
+        """Start the helper thread; False (hash in line) when not allowed or not possible."""
+        if not self._enabled or not _claim_helper():
+            return False
+        q = queue.Queue(self._depth)
+        thread = threading.Thread(target=self._run, args=(q,), name="labnet-sha256", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # can't start a new thread: hash in line
+            _release_helper()
+            return False
+        self._queue, self._thread = q, thread
+        return True
 
     def _run(self, q: queue.Queue) -> None:
         update = self._sha.update
         while (item := q.get()) is not _STOP:
-            update(item)
+            if type(item) is tuple:
+                self._hash_file(*item)
+            else:
+                update(item)
 
     def close(self) -> None:
         """Stop the helper after it hashed what is queued (idempotent)."""
@@ -128,5 +187,7 @@ class ThreadedSHA256:
     def hexdigest(self) -> str:
         if self._hex is None:
             self.close()
+            if self._error is not None:
+                raise OSError(f"could not read back the data to hash: {self._error}")
             self._hex = self._sha.hexdigest()
         return self._hex

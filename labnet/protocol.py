@@ -157,6 +157,31 @@ class Receiver:
         self._decoder = Decoder(encoding)
         self._hash = hashlib.sha256() if hasher is None else hasher
 
+    def direct_room(self) -> int:
+        """Raw body bytes the I/O layer may move itself now, bypassing :meth:`receive_data`.
+
+        Non-zero only inside a *raw* body with nothing buffered here (bytes that
+        arrived with earlier reads must come out as ``Data`` first, in order).
+        The I/O layer may then move up to this many body bytes straight from
+        the socket to the file (``splice``) and report them with
+        :meth:`body_moved_directly`.  It must feed the *same* hasher given to
+        :meth:`start_body` with exactly those bytes, in order (reading them
+        back from the file); the trailer is still checked here, against that
+        hasher's digest.
+        """
+        if self._state != _BODY or self._eof or self._parts or self._decoder.encoding != "raw":
+            return 0
+        return self._body_left
+
+    def body_moved_directly(self, count: int) -> None:
+        """``count`` raw body bytes were moved (and hashed) by the I/O layer: see :meth:`direct_room`."""
+        if not 0 < count <= self.direct_room():
+            raise RuntimeError(f"body_moved_directly({count}) with room {self.direct_room()}")
+        self._body_left -= count
+        self._decoded += count
+        if self._body_left == 0:
+            self._state = _TRAILER
+
     # -- pulling -----------------------------------------------------------
 
     def next_event(self):

@@ -21,7 +21,9 @@ Hashing and sending
 * Uploads: the receiver's SHA-256 runs in a helper thread
   (:class:`labnet.pipeline.ThreadedSHA256`, a bounded queue of a few chunks)
   while this thread receives and writes; the digest is still checked against
-  the trailer before anything is published.
+  the trailer before anything is published.  A raw body moves socket -> file
+  by ``splice`` (:meth:`labnet.channel.Channel.splice_body`, zero-copy) and the
+  helper hashes it back from the file (``update_from_file``).
 * Downloads: a file whose digest the store knows (recorded at upload commit,
   see :mod:`labnet.digests`) is not hashed again, and a raw one goes out by
   ``sendfile``; otherwise it is hashed in a helper thread while being sent,
@@ -295,8 +297,19 @@ def _upload(request, chan: Channel, store: FileStore, stats: Stats) -> None:
         # receiving and writing; it still checks the digest against the trailer itself.
         hasher = ThreadedSHA256(enabled=_cores_to_spare(stats))
         chan.rx.start_body(request.size, request.encoding, hasher=hasher)
+        direct = request.encoding == "raw"  # splice socket -> file where possible (see Channel.splice_body)
+
+        def moved(offset: int, n: int) -> None:
+            hasher.update_from_file(fd, offset, n)  # read back from the page cache and hashed
+            upload.wrote_directly(n)
+            stats.add("bytes_in", n)
+
         try:
             while True:
+                if direct and chan.rx.direct_room():
+                    fd = upload.direct_fd()
+                    direct = chan.splice_body(fd, moved)
+                    continue
                 event = chan.next_event()  # idle limit only: slow but steady is fine
                 if isinstance(event, Data):
                     upload.write(event.data)

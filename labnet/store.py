@@ -188,6 +188,18 @@ class Upload:
             raise _storage_error(exc, f"cannot store {self.name}") from None
         self.written += len(data)
 
+    def direct_fd(self) -> int:
+        """Flush buffered writes and return the file descriptor, for bytes written without
+        :meth:`write` (``splice``, at the descriptor's position); report them with :meth:`wrote_directly`."""
+        try:
+            self._file.flush()
+        except OSError as exc:
+            raise _storage_error(exc, f"cannot store {self.name}") from None
+        return self._file.fileno()
+
+    def wrote_directly(self, count: int) -> None:
+        self.written += count
+
     def commit(self, sha256: str | None = None) -> None:
         """Publish the file under its name (atomically replacing an older one).
 
