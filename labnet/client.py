@@ -51,17 +51,14 @@ from .protocol import (
     CLOSED,
     GREETING,
     MAX_REPLY_LINE,
-    BodyEnd,
     BodySender,
-    Data,
     Line,
     Request,
     parse_listing_line,
     parse_reply,
     parse_stats,
 )  # fmt: skip
-
-CHUNK = 3 * 64 * 1024  # multiple of 3: see labnet.codec
+from .transfer import FileSink, receive_body, send_body
 
 # Digests of files this process uploaded, keyed by (device, inode, size, mtime, ctime): an
 # unchanged file is not hashed again, and raw goes out by sendfile.  Memory only: the client
@@ -248,21 +245,7 @@ class Client:
             hasher = None if known is not None else ThreadedSHA256()
             sender = BodySender(size, encoding, sha256=known, hasher=hasher)
             try:
-                # As announced: bytes appended meanwhile are not sent; a shrunk file fails.
-                if known is not None and encoding == "raw":
-                    self._chan.sendfile(f, 0, size, progress=progress)  # zero-copy
-                    sender.sent_directly(size)
-                else:
-                    left = size
-                    while left > 0:
-                        chunk = f.read(min(CHUNK, left))
-                        if not chunk:
-                            break
-                        left -= len(chunk)
-                        self._chan.send(sender.encode(chunk))
-                        if progress:
-                            progress(len(chunk))
-                self._chan.send(sender.finish())
+                send_body(self._chan, f, size, sender, progress)
             except OSError as exc:
                 self._raise_server_reason(exc)
             except LabnetError:  # the file shrank, or should_abort: the server still expects body bytes
@@ -302,7 +285,11 @@ class Client:
             with os.fdopen(fd, "wb") as out:
                 hasher = ThreadedSHA256()  # hashes in a helper thread while this one receives and writes
                 try:
-                    event = _receive_body(self._chan, out, size, encoding, hasher, progress)
+                    try:
+                        event = receive_body(self._chan, FileSink(out), size, encoding, hasher, progress,
+                                             on_closed=_closed_mid_download)  # fmt: skip
+                    except OSError as exc:
+                        raise _network_error(exc) from None
                 finally:
                     hasher.close()  # before the file closes: the helper may be reading it back
             os.replace(temp, final)  # the receiver checked the digest: only now does the file appear
@@ -317,40 +304,8 @@ class Client:
         return TransferResult("download", name, size, seconds, event.sha256, encoding, wire, str(final))
 
 
-def _receive_body(chan: Channel, out, size: int, encoding: str, hasher, progress) -> BodyEnd:
-    """Receive a body into the file object ``out``; return its ``BodyEnd`` (digest checked).
-
-    A raw body moves socket -> file by ``splice`` (zero-copy) where the
-    platform allows, its bytes hashed back from the file by ``hasher``
-    (``ThreadedSHA256.update_from_file``); bytes that arrived before, and
-    everything else, come through the receiver as ``Data``.
-    """
-    rx = chan.rx
-    rx.start_body(size, encoding, hasher=hasher)
-    direct = encoding == "raw" and hasattr(hasher, "update_from_file")
-
-    def moved(offset: int, n: int) -> None:
-        hasher.update_from_file(out.fileno(), offset, n)
-        if progress:
-            progress(n)
-
-    while True:
-        try:
-            if direct and rx.direct_room():
-                out.flush()
-                direct = chan.splice_body(out.fileno(), moved)
-                continue
-            event = chan.next_event()
-        except OSError as exc:
-            raise _network_error(exc) from None
-        if isinstance(event, Data):
-            out.write(event.data)
-            if progress:
-                progress(len(event.data))
-        elif isinstance(event, BodyEnd):
-            return event
-        else:
-            raise ConnectionResetError("server closed the connection during the download")
+def _closed_mid_download() -> ConnectionResetError:
+    return ConnectionResetError("server closed the connection during the download")
 
 
 def _check_encoding(encoding: str) -> str:

@@ -6,7 +6,7 @@ concurrency model is the only thing that differs between servers.
 
 Resource and error rules
 ------------------------
-* Memory is bounded per connection: bodies move in chunks of ``CHUNK`` bytes
+* Memory is bounded per connection: bodies move in chunks of ``labnet.transfer.CHUNK`` bytes
   (a few hundred KiB), whatever the file size.
 * A request the peer got wrong is answered ``ERR <CODE> ...`` and counted as a
   failure of its verb; the connection stays open when the stream is still in
@@ -59,9 +59,7 @@ from .protocol import (
     CLOSED,
     GREETING,
     MAX_LINE,
-    BodyEnd,
     BodySender,
-    Data,
     err,
     ok,
     parse_request,
@@ -69,10 +67,10 @@ from .protocol import (
 )  # fmt: skip
 from .stats import Stats
 from .store import FileStore
+from .transfer import receive_body, send_body
 
 log = logging.getLogger("labnet.server")
 
-CHUNK = 3 * 64 * 1024  # file bytes per read: a multiple of 3 keeps base64 padding-free
 
 
 @dataclass
@@ -267,20 +265,7 @@ def _download(request, chan: Channel, store: FileStore, stats: Stats) -> None:
         sender = BodySender(size, request.encoding, sha256=known, hasher=hasher)
         chan.send(ok(size, request.encoding, wire_length(size, request.encoding)))
         try:
-            # As announced: bytes appended meanwhile are not sent; a shrunk file fails.
-            if known is not None and request.encoding == "raw":
-                chan.sendfile(f, 0, size, progress=lambda n: stats.add("bytes_out", n))  # zero-copy
-                sender.sent_directly(size)
-            else:
-                left = size
-                while left > 0:
-                    chunk = f.read(min(CHUNK, left))
-                    if not chunk:
-                        break
-                    left -= len(chunk)
-                    chan.send(sender.encode(chunk))
-                    stats.add("bytes_out", len(chunk))
-            chan.send(sender.finish())
+            send_body(chan, f, size, sender, progress=lambda n: stats.add("bytes_out", n))
         except LabnetError as exc:
             raise _BodyInterrupted(exc, sending=True) from exc
         finally:
@@ -290,34 +275,19 @@ def _download(request, chan: Channel, store: FileStore, stats: Stats) -> None:
             store.remember_digest(f, sender.hexdigest(), since=st)
 
 
+def _closed_mid_upload() -> PeerError:
+    return PeerError("connection closed during the upload body")
+
+
 def _upload(request, chan: Channel, store: FileStore, stats: Stats) -> None:
     with store.begin_upload(request.name, request.size) as upload:
         chan.send(ok("SEND", wire_length(request.size, request.encoding)))
         # The receiver hands the body's bytes to a helper thread to hash while this one keeps
         # receiving and writing; it still checks the digest against the trailer itself.
         hasher = ThreadedSHA256(enabled=_cores_to_spare(stats))
-        chan.rx.start_body(request.size, request.encoding, hasher=hasher)
-        direct = request.encoding == "raw"  # splice socket -> file where possible (see Channel.splice_body)
-
-        def moved(offset: int, n: int) -> None:
-            hasher.update_from_file(fd, offset, n)  # read back from the page cache and hashed
-            upload.wrote_directly(n)
-            stats.add("bytes_in", n)
-
         try:
-            while True:
-                if direct and chan.rx.direct_room():
-                    fd = upload.direct_fd()
-                    direct = chan.splice_body(fd, moved)
-                    continue
-                event = chan.next_event()  # idle limit only: slow but steady is fine
-                if isinstance(event, Data):
-                    upload.write(event.data)
-                    stats.add("bytes_in", len(event.data))
-                elif isinstance(event, BodyEnd):
-                    break
-                else:
-                    raise PeerError("connection closed during the upload body")
+            event = receive_body(chan, upload, request.size, request.encoding, hasher,
+                                 progress=lambda n: stats.add("bytes_in", n), on_closed=_closed_mid_upload)  # fmt: skip
         except LabnetError as exc:
             raise _BodyInterrupted(exc) from exc
         finally:
