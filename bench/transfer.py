@@ -207,20 +207,22 @@ class Result:
 
 
 def cpu_of(pids: list[int]) -> float:
-    """CPU seconds used so far by every thread of ``pids`` (Linux schedstat, nanoseconds)."""
+    """CPU seconds used so far by ``pids``, threads that already ended included.
+
+    ``/proc/<pid>/stat`` (utime + stime) counts every thread the process ever
+    had, so a helper thread that hashed a body and exited is not missed (the
+    per-thread ``schedstat`` would miss it); its resolution is one clock tick
+    (10 ms), hence the medians over several runs."""
+    ticks = os.sysconf("SC_CLK_TCK")
     total = 0
     for pid in pids:
         try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                    total += int(f.read().split()[0])
-            except (OSError, IndexError, ValueError):
-                pass
-    return total / 1e9
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / ticks
 
 
 def labnet_runs(model: str, src: Path, work: Path, repeat: int) -> tuple[dict, dict[int, int]]:
