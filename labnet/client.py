@@ -193,11 +193,22 @@ class Client:
         return parse_reply(self._line(self._chan))
 
     def _request(self, request: Request):
+        reused = self._chan is not None
         self.connect()
         try:
             self._chan.send(request.to_line())
         except OSError as exc:
             self._raise_server_reason(exc)
+        try:
+            return self._reply()
+        except RemoteError as exc:
+            # The server closed this idle connection just as we sent the request: it never read
+            # it, so sending it again on a fresh connection is safe (whatever the verb).
+            if not (reused and exc.code == Code.TIMEOUT):
+                raise
+        self.close()
+        self.connect()
+        self._chan.send(request.to_line())
         return self._reply()
 
     def _raise_server_reason(self, exc: OSError):
@@ -281,6 +292,7 @@ class Client:
         if enc != encoding or wire != wire_length(size, encoding):
             raise PeerError(f"unexpected reply to DOWNLOAD: {reply.text[:80]!r}")
         fd, temp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; the finished download is an ordinary file
         try:
             with os.fdopen(fd, "wb") as out:
                 hasher = ThreadedSHA256()  # hashes in a helper thread while this one receives and writes

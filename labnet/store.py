@@ -46,6 +46,7 @@ from .names import check_name
 
 TEMP_PREFIX = ".upload-"
 TEMP_SUFFIX = ".part"
+FILE_MODE = 0o644  # mode of published files (temporary files start private)
 DEFAULT_MAX_UPLOAD = 4 * 1024**3  # 4 GiB: generous for a lab, refuses absurd sizes
 
 
@@ -151,6 +152,7 @@ class FileStore:
         path = self.check_upload(name, size)
         try:
             fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=self.root)
+            os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600; a published file is an ordinary file
         except OSError as exc:
             raise _storage_error(exc, f"cannot store {name}") from None
         return Upload(name, path, Path(temp), os.fdopen(fd, "wb"), self.digests)
