@@ -269,7 +269,7 @@ def plot_timelines(results, titles=None):
     """Side by side, each run's clients on a timeline (grey: waiting, blue: transferring); shared time axis."""
     from matplotlib.figure import Figure
 
-    from .dashboard import draw_timeline
+    from .dashboard_view import draw_timeline
 
     results = list(results)
     fig = Figure(figsize=(4.6 * len(results), 0.35 * max(len(r.records) for r in results) + 2.2),

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from labnet import envcheck, lessons_framing, lessons_pools, netinfo
-from labnet.dashboard import Dashboard, LogTail, counters_html, parse_status_line, summary_html
+from labnet.dashboard import Dashboard
+from labnet.dashboard_view import LogTail, counters_html, parse_status_line, summary_html
 from labnet.stats import Stats, status_line
 
 pytestmark = pytest.mark.timeout(120)
