@@ -270,6 +270,9 @@ class Client:
             except RemoteError as exc:
                 if exc.code == Code.INTEGRITY and known is not None:
                     _upload_digests.forget(st)  # stale after all: the next try hashes again
+                # An ERR here may have been sent mid-body, and then the server is closing this
+                # connection (possibly still draining what we sent): start afresh next time.
+                self.close()
                 raise
             seconds = time.perf_counter() - t0
             if hasher is not None:
