@@ -29,7 +29,7 @@ import threading
 import time
 
 from .errors import Code, UsageError
-from .procutil import set_parent_death_signal
+from .procutil import release_free_memory, set_parent_death_signal
 from .session import ServerConfig, refuse
 from .stats import Stats, status_line
 from .store import FileStore
@@ -38,6 +38,7 @@ log = logging.getLogger("labnet.server")
 
 ACCEPT_POLL = 0.25  # seconds between checks of the stop flag while accepting
 READY_PREFIX = "labnet server ready on"
+TRIM_EVERY = 5.0  # seconds between malloc_trim calls (see procutil.release_free_memory)
 MODELS = ("thread", "process")
 
 
@@ -110,7 +111,11 @@ class BaseServer:
     def serve_forever(self) -> None:
         """Accept connections until :meth:`request_stop`; admission control happens here."""
         self.listener.settimeout(ACCEPT_POLL)
+        last_trim = time.monotonic()
         while not self._stop_requested.is_set():
+            if time.monotonic() - last_trim >= TRIM_EVERY:  # hand freed buffers back to the kernel
+                release_free_memory()
+                last_trim = time.monotonic()
             try:
                 conn, _ = self.listener.accept()
             except TimeoutError:

@@ -32,8 +32,8 @@ import sys
 import time
 
 from .errors import Code
-from .procutil import set_parent_death_signal
-from .server import BaseServer
+from .procutil import release_free_memory, set_parent_death_signal
+from .server import TRIM_EVERY, BaseServer
 from .session import Flags, ServerConfig, refuse, serve_connection
 from .stats import Stats
 from .store import FileStore
@@ -123,6 +123,7 @@ def worker_main(handoff: socket.socket, config: ServerConfig, stats: Stats, stop
     store = FileStore(config.root, max_upload=config.max_upload, clean_temp=False)
     flags = Flags(stopping.is_set, lambda: bool(terminated) or aborting.is_set())
     handoff.settimeout(HANDOFF_POLL)
+    last_trim = time.monotonic()
     while not flags.aborting():
         try:
             _, fds, _, _ = socket.recv_fds(handoff, 16, 4)
@@ -142,4 +143,7 @@ def worker_main(handoff: socket.socket, config: ServerConfig, stats: Stats, stop
             refuse(conn, Code.SHUTDOWN, "server is shutting down")
             continue
         serve_connection(conn, store, stats, config, flags)
+        if time.monotonic() - last_trim >= TRIM_EVERY:  # between connections: nothing of ours in flight
+            release_free_memory()
+            last_trim = time.monotonic()
     handoff.close()
