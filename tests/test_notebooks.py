@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from labnet.procutil import processes_with_env
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]-*.ipynb"))
@@ -36,24 +38,7 @@ RUN_TIMEOUT = 900
 
 def tagged_processes(tag: str) -> list[tuple[int, str]]:
     """``(pid, command line)`` of live processes whose environment carries ``LABNET_NBVAL_TAG=tag``."""
-    needle = f"LABNET_NBVAL_TAG={tag}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if needle not in f.read().split(b"\0"):
-                    continue
-            with open(f"/proc/{entry}/stat") as f:
-                if f.read().rsplit(")", 1)[-1].split()[0] == "Z":
-                    continue  # a zombie is gone for our purposes
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        found.append((int(entry), cmd))
-    return found
+    return processes_with_env("LABNET_NBVAL_TAG", tag)
 
 
 def wait_gone(tag: str, seconds: float = 15.0) -> list[tuple[int, str]]:

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import pytest
 
+from labnet.procutil import processes_with_env
+
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "04-stress-dashboard.ipynb"
 SHOTS = ROOT / "build" / "browser"
@@ -67,24 +69,8 @@ def free_port() -> int:
 
 
 def tagged_processes(tag: str) -> list[tuple[int, str]]:
-    """Live processes whose environment carries ``LABNET_BROWSER_TAG=tag``."""
-    needle = f"LABNET_BROWSER_TAG={tag}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if needle not in f.read().split(b"\0"):
-                    continue
-            with open(f"/proc/{entry}/stat") as f:
-                if f.read().rsplit(")", 1)[-1].split()[0] == "Z":
-                    continue
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                found.append((int(entry), f.read().replace(b"\0", b" ").decode(errors="replace")[:200]))
-        except OSError:
-            continue
-    return found
+    """``(pid, command line)`` of live processes whose environment carries ``LABNET_BROWSER_TAG=tag``."""
+    return processes_with_env("LABNET_BROWSER_TAG", tag)
 
 
 class Lab:
