@@ -18,8 +18,11 @@ venv: $(STAMP)
 files: $(STAMP)
 	$(PY) -m labnet make-files --sizes 10MB,50MB,100MB --dest client_files
 
+# JupyterLab refuses to run as root unless told; lab containers often run as root.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 lab: files
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --port=$(PORT)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --port=$(PORT) $(ROOT_FLAG)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check labnet tests bench
