@@ -32,7 +32,7 @@ import sys
 import time
 
 from .errors import Code
-from .procutil import release_free_memory, set_parent_death_signal
+from .procutil import keep_buffers_warm, release_free_memory, set_parent_death_signal
 from .server import TRIM_EVERY, BaseServer
 from .session import Flags, ServerConfig, refuse, serve_connection
 from .stats import Stats
@@ -120,6 +120,7 @@ def worker_main(handoff: socket.socket, config: ServerConfig, stats: Stats, stop
     set_parent_death_signal(signal.SIGTERM)
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         return
+    keep_buffers_warm()  # one connection at a time: reuse freed chunk buffers (see procutil)
     store = FileStore(config.root, max_upload=config.max_upload, clean_temp=False)
     flags = Flags(stopping.is_set, lambda: bool(terminated) or aborting.is_set())
     handoff.settimeout(HANDOFF_POLL)

@@ -17,7 +17,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from .errors import Code
-from .procutil import MANY_THREADS, limit_heap_fragmentation
+from .procutil import MANY_THREADS, keep_buffers_warm, limit_heap_fragmentation
 from .server import BaseServer
 from .session import Flags, refuse, serve_connection
 
@@ -31,6 +31,8 @@ class ThreadPoolServer(BaseServer):
         self._flags = Flags(self._stopping.is_set, self._aborting.is_set)
         if self.config.workers > MANY_THREADS:  # keeps peak RSS flat with many busy threads (see procutil)
             limit_heap_fragmentation()
+        else:  # few threads: reuse freed chunk buffers instead of faulting fresh pages in
+            keep_buffers_warm()
         self._pool = ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="labnet-worker")
 
     def dispatch(self, conn: socket.socket) -> None:
