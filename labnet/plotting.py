@@ -62,6 +62,24 @@ def _volume_label(volume: int) -> str:
     return f"{volume / MB:g} MB"
 
 
+def _series(rows) -> tuple[list, list, dict]:
+    """The volumes and server pool sizes present, and a colour per volume."""
+    volumes = sorted({r["volume_bytes"] for r in rows})
+    servers = sorted({r["server_workers"] for r in rows})
+    return volumes, servers, {v: f"C{i}" for i, v in enumerate(volumes)}
+
+
+def _panel(ax, rows, title: str, ylabel: str, bottom: bool, left: bool) -> None:
+    """What every panel of the grid shares: log-x client workers, title, grid, outer labels."""
+    _log_x(ax, [r["client_workers"] for r in rows])
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if bottom:
+        ax.set_xlabel("client workers")
+    if left:
+        ax.set_ylabel(ylabel)
+
+
 def _empty(fig: Figure, title: str) -> Figure:
     fig.suptitle(title)
     fig.text(0.5, 0.5, "no finished rows to plot", ha="center", va="center")
@@ -76,9 +94,7 @@ def plot_throughput(rows, client_pool: str | None = None) -> Figure:
     title = f"Throughput per client vs client workers ({pool} client pool; MB = 10^6 bytes)"
     if not rows:
         return _empty(fig, title)
-    volumes = sorted({r["volume_bytes"] for r in rows})
-    servers = sorted({r["server_workers"] for r in rows})
-    colors = {v: f"C{i}" for i, v in enumerate(volumes)}
+    volumes, servers, colors = _series(rows)
     for i, op in enumerate(ops):
         for j, model in enumerate(models):
             ax = axes[i][j]
@@ -92,13 +108,7 @@ def plot_throughput(rows, client_pool: str | None = None) -> Figure:
                         ax.plot(*zip(*pts, strict=True), color=colors[v], linestyle=LINESTYLES[k % len(LINESTYLES)],
                                 marker=MARKERS[k % len(MARKERS)],
                                 label=f"{_volume_label(v)}, server pool {sw}")  # fmt: skip
-            _log_x(ax, [r["client_workers"] for r in rows])
-            ax.set_title(f"{op}, {model} server")
-            ax.grid(True, alpha=0.3)
-            if i == len(ops) - 1:
-                ax.set_xlabel("client workers")
-            if j == 0:
-                ax.set_ylabel("throughput per client (MB/s)")
+            _panel(ax, rows, f"{op}, {model} server", "throughput per client (MB/s)", bottom=i == len(ops) - 1, left=j == 0)
     _legend(fig, axes)
     fig.suptitle(title)
     return fig
@@ -112,9 +122,7 @@ def plot_time(rows, client_pool: str | None = None) -> Figure:
     title = f"Time per client: p50 (marker) to p95 (bar top) ({pool} client pool)"
     if not rows:
         return _empty(fig, title)
-    volumes = sorted({r["volume_bytes"] for r in rows})
-    servers = sorted({r["server_workers"] for r in rows})
-    colors = {v: f"C{i}" for i, v in enumerate(volumes)}
+    volumes, servers, colors = _series(rows)
     nshift = len(volumes) * len(servers)
     for i, op in enumerate(ops):
         for j, model in enumerate(models):
@@ -133,13 +141,7 @@ def plot_time(rows, client_pool: str | None = None) -> Figure:
                     ax.errorbar(xs, p50, yerr=[[0] * len(p50), [max(q - p, 0) for p, q in zip(p50, p95, strict=True)]],
                                 fmt=MARKERS[k % len(MARKERS)], color=colors[v], capsize=3, linestyle="none",
                                 label=f"{_volume_label(v)}, server pool {sw}")  # fmt: skip
-            _log_x(ax, [r["client_workers"] for r in rows])
-            ax.set_title(f"{op}, {model} server")
-            ax.grid(True, alpha=0.3)
-            if i == len(ops) - 1:
-                ax.set_xlabel("client workers")
-            if j == 0:
-                ax.set_ylabel("total time per client (s)")
+            _panel(ax, rows, f"{op}, {model} server", "total time per client (s)", bottom=i == len(ops) - 1, left=j == 0)
     times = [r["time_p50_s"] for r in rows if r.get("time_p50_s")]
     if times and max(times) / min(times) > 50:  # 1 x 10 MB next to 50 x 100 MB: log scale shows both
         for row in axes:
