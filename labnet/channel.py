@@ -71,24 +71,34 @@ class Channel:
         ``stop``: an extra callable that ends the wait like ``should_abort``
         (servers pass "shutting down" while waiting for a request line).
         """
-        idle_deadline = None if self.idle is None else time.monotonic() + self.idle
         while True:
             event = self.rx.next_event()
             if event is not NEED_DATA:
                 return event
-            while True:
-                if self.should_abort() or (stop is not None and stop()):
-                    raise LocalError("server is shutting down", Code.SHUTDOWN)
-                self.sock.settimeout(self._wait_slice(deadline, idle_deadline))
-                try:
-                    data = self.sock.recv(RECV_SIZE)
-                except TimeoutError:
-                    continue
-                break
-            self.bytes_read += len(data)
-            self.rx.receive_data(data)
-            if self.idle is not None:
-                idle_deadline = time.monotonic() + self.idle
+            self.rx.receive_data(self._recv_waiting(self.sock.recv, RECV_SIZE, deadline, stop))
+
+    def recv_into(self, view) -> int:
+        """Read into ``view`` (at least one byte, or 0 when the peer closed), bypassing the receiver.
+
+        For body bytes the receiver allows the caller to read itself
+        (:meth:`Receiver.body_room`); the same idle limit and abort checks as
+        :meth:`next_event`.
+        """
+        return self._recv_waiting(self.sock.recv_into, view)
+
+    def _recv_waiting(self, recv, arg, deadline: float | None = None, stop=None):
+        """``recv(arg)`` once data is there, in short slices that notice ``should_abort``/``stop``."""
+        idle_deadline = None if self.idle is None else time.monotonic() + self.idle
+        while True:
+            if self.should_abort() or (stop is not None and stop()):
+                raise LocalError("server is shutting down", Code.SHUTDOWN)
+            self.sock.settimeout(self._wait_slice(deadline, idle_deadline))
+            try:
+                got = recv(arg)
+            except TimeoutError:
+                continue
+            self.bytes_read += got if type(got) is int else len(got)
+            return got
 
     def send(self, data) -> None:
         """Send all of ``data``; the idle limit applies to each stall, not the total."""

@@ -300,15 +300,11 @@ class Client:
         os.fchmod(fd, 0o644)  # mkstemp makes 0600; the finished download is an ordinary file
         try:
             with os.fdopen(fd, "wb") as out:
-                hasher = ThreadedSHA256()  # hashes in a helper thread while this one receives and writes
                 try:
-                    try:
-                        event = receive_body(self._chan, FileSink(out), size, encoding, hasher, progress,
-                                             on_closed=_closed_mid_download)  # fmt: skip
-                    except OSError as exc:
-                        raise _network_error(exc) from None
-                finally:
-                    hasher.close()  # before the file closes: the helper may be reading it back
+                    event = receive_body(self._chan, FileSink(out), size, encoding, progress=progress,
+                                         on_closed=_closed_mid_download)  # fmt: skip
+                except OSError as exc:
+                    raise _network_error(exc) from None
             os.replace(temp, final)  # the receiver checked the digest: only now does the file appear
         except BaseException:
             self.close()  # the stream is out of sync now

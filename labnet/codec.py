@@ -106,20 +106,44 @@ class Decoder:
             chunk = self._held + chunk
         elif not isinstance(chunk, (bytes, bytearray)):
             chunk = bytes(chunk)
-        cut = len(chunk) if final else len(chunk) - len(chunk) % 4
-        if not final and cut and chunk.find(b"=", cut - 4, cut) != -1:
+        self._held = b""
+        data, used = self.decode_prefix(chunk, len(chunk), final)
+        self._held = bytes(chunk[used:])
+        return data
+
+    def take_held(self) -> bytes:
+        """Hand back the bytes :meth:`decode` kept for the next chunk (at most 4), forgetting them."""
+        held, self._held = self._held, b""
+        return held
+
+    def decode_prefix(self, buf, end: int, final: bool = False) -> tuple[bytes, int]:
+        """Decode the longest run of whole groups at the start of ``buf[:end]``, in place.
+
+        Returns ``(data, used)``: the decoded bytes and how many of the
+        ``end`` bytes they came from.  The ``end - used`` bytes left over (at
+        most 3, or a padded group that may not be the body's last) are *not*
+        kept here: the caller offers them again, at the front of what follows.
+        ``buf`` is a ``bytes`` or ``bytearray`` (a receive buffer the caller
+        reuses); nothing of it is copied except by the decoding itself.  Only
+        for a decoder that holds nothing back from :meth:`decode`.
+        """
+        if self.encoding == "raw":
+            return bytes(buf[:end]), end
+        if self._held:
+            raise RuntimeError("decode_prefix() after decode() kept bytes back")
+        cut = end if final else end - end % 4
+        if not final and cut and buf.find(b"=", cut - 4, cut) != -1:
             cut -= 4  # maybe the body's last group: decide when we know what follows
-        self._held = bytes(chunk[cut:])
         if not cut:
-            return b""
+            return b"", 0
         # A "=" anywhere but in the final group would make a decoder stop
         # early or mis-align: exactly the seed's silent truncation.
-        eq = chunk.find(b"=", 0, cut)
+        eq = buf.find(b"=", 0, cut)
         if eq != -1 and (not final or eq < cut - 2):
             raise PeerError("base64 padding in the middle of the body", Code.INTEGRITY)
-        body = chunk if cut == len(chunk) else memoryview(chunk)[:cut]  # no copy
+        body = buf if cut == len(buf) and isinstance(buf, bytes) else memoryview(buf)[:cut]  # no copy
         try:
-            return _b64decode_raw(body)
+            return _b64decode_raw(body), cut
         except (binascii.Error, ValueError) as exc:
             raise PeerError(f"invalid base64 in body: {exc}", Code.INTEGRITY) from None
 

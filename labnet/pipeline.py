@@ -1,4 +1,10 @@
-"""SHA-256 in a helper thread, so hashing overlaps the socket and file work.
+"""SHA-256 and file writes in a helper thread, so they overlap the socket work.
+
+Two helpers with one shape: :class:`ThreadedSHA256` (hashing) and
+:class:`ThreadedWriter` (writing decoded base64 bodies to the file, so the
+receiving thread can hash each chunk while it is still in its core's cache).
+What follows is said of hashing; the same bounds and rules hold for both,
+and they share the per-process limit on helpers.
 
 Both ends of a transfer hash every file byte (the receiver to check the
 trailer, the sender to write it).  Hashing costs about as much CPU as moving
@@ -75,6 +81,28 @@ def _release_helper() -> None:
     global _helpers
     with _helpers_lock:
         _helpers -= 1
+
+
+def _start_helper(enabled: bool, depth: int, run, name: str) -> tuple[queue.Queue, threading.Thread] | None:
+    """A helper thread running ``run(queue)`` and its bounded queue; None when not allowed (not
+    ``enabled``, or ``MAX_HELPERS`` already run) or not possible (no thread could start)."""
+    if not enabled or not _claim_helper():
+        return None
+    q = queue.Queue(depth)
+    thread = threading.Thread(target=run, args=(q,), name=name, daemon=True)
+    try:
+        thread.start()
+    except RuntimeError:  # can't start a new thread: the caller works in line
+        _release_helper()
+        return None
+    return q, thread
+
+
+def _stop_helper(q: queue.Queue, thread: threading.Thread) -> None:
+    """Let the helper finish what is queued, then end it and give its place back."""
+    q.put(_STOP)
+    thread.join()
+    _release_helper()
 
 
 def helpers_running() -> int:
@@ -156,16 +184,10 @@ class ThreadedSHA256:
 
     def _start(self) -> bool:
         """Start the helper thread; False (hash in line) when not allowed or not possible."""
-        if not self._enabled or not _claim_helper():
+        started = _start_helper(self._enabled, self._depth, self._run, "labnet-sha256")
+        if started is None:
             return False
-        q = queue.Queue(self._depth)
-        thread = threading.Thread(target=self._run, args=(q,), name="labnet-sha256", daemon=True)
-        try:
-            thread.start()
-        except RuntimeError:  # can't start a new thread: hash in line
-            _release_helper()
-            return False
-        self._queue, self._thread = q, thread
+        self._queue, self._thread = started
         return True
 
     def _run(self, q: queue.Queue) -> None:
@@ -180,9 +202,7 @@ class ThreadedSHA256:
         """Stop the helper after it hashed what is queued (idempotent)."""
         thread, self._thread = self._thread, None
         if thread is not None:
-            self._queue.put(_STOP)
-            thread.join()
-            _release_helper()
+            _stop_helper(self._queue, thread)
 
     def hexdigest(self) -> str:
         if self._hex is None:
@@ -191,3 +211,79 @@ class ThreadedSHA256:
                 raise OSError(f"could not read back the data to hash: {self._error}")
             self._hex = self._sha.hexdigest()
         return self._hex
+
+
+class ThreadedWriter:
+    """Write chunks to a sink in a helper thread, so writing overlaps receiving and hashing.
+
+    Used for base64 bodies, where the receiving thread decodes and hashes each
+    chunk itself while it is still in that core's cache (hashing is the
+    costliest step, and hashing bytes another core just wrote costs a third
+    more), and hands the decoded chunk to the helper to write.  The same
+    rules as :class:`ThreadedSHA256`: at most ``depth`` chunks queued, at
+    most ``MAX_HELPERS`` helpers per process, small chunks and
+    ``enabled=False`` write in line, chunks must be ``bytes``.
+
+    Errors
+    ------
+    An exception from ``write`` in the helper (a full disk, say) is kept;
+    the helper drops what is queued after it, and the next :meth:`write` or
+    :meth:`finish` raises it in the caller's thread.  Always end with
+    :meth:`finish` (all written, or raise) or :meth:`close` (stop; use
+    ``try/finally``): both wait for the helper.
+    """
+
+    def __init__(self, write, depth: int = DEPTH, min_threaded: int | None = None, enabled: bool = True):
+        self._write = write
+        self._enabled = enabled
+        self._depth = depth
+        self._min_threaded = MIN_THREADED if min_threaded is None else min_threaded
+        self._queue: queue.Queue | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.max_queued = 0
+
+    @property
+    def threaded(self) -> bool:
+        """True once the helper thread was started."""
+        return self._queue is not None
+
+    def write(self, data) -> None:
+        if self._error is not None:
+            raise self._error
+        q = self._queue
+        if q is None:
+            if len(data) < self._min_threaded or not self._start():
+                self._write(data)
+                return
+            q = self._queue
+        q.put(data)  # blocks while the queue is full: memory stays bounded
+        self.max_queued = max(self.max_queued, q.qsize())
+
+    def _start(self) -> bool:
+        started = _start_helper(self._enabled, self._depth, self._run, "labnet-writer")
+        if started is None:
+            return False
+        self._queue, self._thread = started
+        return True
+
+    def _run(self, q: queue.Queue) -> None:
+        write = self._write
+        while (item := q.get()) is not _STOP:
+            if self._error is None:
+                try:
+                    write(item)
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                    self._error = exc
+
+    def close(self) -> None:
+        """Stop the helper after it dealt with what is queued (idempotent); raises nothing."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            _stop_helper(self._queue, thread)
+
+    def finish(self) -> None:
+        """Wait until every chunk is written; raise the helper's error if there was one."""
+        self.close()
+        if self._error is not None:
+            raise self._error

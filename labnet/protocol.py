@@ -182,6 +182,72 @@ class Receiver:
         if self._body_left == 0:
             self._state = _TRAILER
 
+    def body_room(self) -> int:
+        """Wire bytes of the current body the I/O layer may read itself, into its own buffer.
+
+        Non-zero only inside a body (any encoding) with nothing buffered here.
+        The I/O layer may then read up to this many bytes into a buffer it
+        reuses and hand them to :meth:`feed_body`, which decodes them in place:
+        no copy of the wire bytes, unlike :meth:`receive_data`.
+        """
+        if self._state != _BODY or self._eof or self._parts:
+            return 0
+        return self._body_left
+
+    def take_partial_group(self) -> bytes:
+        """Give the I/O layer the body bytes received but not yet decoded (at most 4).
+
+        :meth:`receive_data` input is decoded in whole base64 groups; the
+        remainder waits here for the next read.  Before reading into its own
+        buffer for :meth:`feed_body`, the I/O layer takes it back and puts it
+        first in that buffer; it counts as not received until then.
+        """
+        if self._state != _BODY:
+            return b""
+        held = self._decoder.take_held()
+        self._body_left += len(held)
+        return held
+
+    def feed_body(self, buf, end: int) -> tuple[bytes, int]:
+        """Decode and hash body bytes ``buf[:end]`` the I/O layer read itself; see :meth:`body_room`.
+
+        Returns ``(data, used)``: the decoded bytes -- already fed to the
+        hasher, now the caller's to store -- and how many of the ``end`` wire
+        bytes they took.  The rest (a base64 group not yet complete, at most 4
+        bytes) must be offered again at the front of the next call, so
+        ``end`` counts them again.  ``buf``: ``bytes`` or ``bytearray``.
+
+        Errors
+        ------
+        ``PeerError`` (the receiver is then broken) for bad base64 or a body
+        that decodes to more or fewer bytes than declared.  ``RuntimeError``
+        if ``end`` exceeds :meth:`body_room`.
+        """
+        if not 0 < end <= self.body_room():
+            raise RuntimeError(f"feed_body({end}) with room {self.body_room()}")
+        try:
+            data, used = self._decoder.decode_prefix(buf, end, final=end == self._body_left)
+            self._take_body(used, data)
+        except PeerError:
+            self._state = _BROKEN
+            raise
+        return data, used
+
+    def _take_body(self, wire: int, data: bytes) -> None:
+        """Account for ``wire`` body bytes that decoded to ``data``; hash it; end the body when due."""
+        self._body_left -= wire
+        self._decoded += len(data)
+        if self._decoded > self._body_size:
+            raise PeerError("body decodes to more bytes than declared", Code.INTEGRITY)
+        self._hash.update(data)
+        if self._body_left == 0:
+            if self._decoded != self._body_size:
+                raise PeerError(
+                    f"body decodes to {self._decoded} bytes, {self._body_size} declared",
+                    Code.INTEGRITY,
+                )
+            self._state = _TRAILER
+
     # -- pulling -----------------------------------------------------------
 
     def next_event(self):
@@ -212,19 +278,8 @@ class Receiver:
             self._parts.insert(0, chunk[self._body_left :])
             chunk = chunk[: self._body_left]
         self._buffered -= len(chunk)
-        self._body_left -= len(chunk)
-        data = self._decoder.decode(chunk, final=self._body_left == 0)
-        self._decoded += len(data)
-        if self._decoded > self._body_size:
-            raise PeerError("body decodes to more bytes than declared", Code.INTEGRITY)
-        self._hash.update(data)
-        if self._body_left == 0:
-            if self._decoded != self._body_size:
-                raise PeerError(
-                    f"body decodes to {self._decoded} bytes, {self._body_size} declared",
-                    Code.INTEGRITY,
-                )
-            self._state = _TRAILER
+        data = self._decoder.decode(chunk, final=len(chunk) == self._body_left)
+        self._take_body(len(chunk), data)
         return Data(data) if data else self.next_event()
 
     def _take_line(self) -> bytes | None:

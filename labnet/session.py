@@ -18,12 +18,12 @@ Resource and error rules
 
 Hashing and sending
 -------------------
-* Uploads: the receiver's SHA-256 runs in a helper thread
-  (:class:`labnet.pipeline.ThreadedSHA256`, a bounded queue of a few chunks)
-  while this thread receives and writes; the digest is still checked against
-  the trailer before anything is published.  A raw body moves socket -> file
-  by ``splice`` (:meth:`labnet.channel.Channel.splice_body`, zero-copy) and the
-  helper hashes it back from the file (``update_from_file``).
+* Uploads (:func:`labnet.transfer.receive_body`): a raw body moves socket ->
+  file by ``splice`` (:meth:`labnet.channel.Channel.splice_body`, zero-copy)
+  and a helper thread hashes it back from the file; a base64 body is decoded
+  and hashed by this thread and written by a helper.  Helpers only while
+  cores are idle (bounded queues of a few chunks, :mod:`labnet.pipeline`).
+  The digest is checked against the trailer before anything is published.
 * Downloads: a file whose digest the store knows (recorded at upload commit,
   see :mod:`labnet.digests`) is not hashed again, and a raw one goes out by
   ``sendfile``; otherwise it is hashed in a helper thread while being sent,
@@ -282,15 +282,10 @@ def _closed_mid_upload() -> PeerError:
 def _upload(request, chan: Channel, store: FileStore, stats: Stats) -> None:
     with store.begin_upload(request.name, request.size) as upload:
         chan.send(ok("SEND", wire_length(request.size, request.encoding)))
-        # The receiver hands the body's bytes to a helper thread to hash while this one keeps
-        # receiving and writing; it still checks the digest against the trailer itself.
-        hasher = ThreadedSHA256(enabled=_cores_to_spare(stats))
         try:
-            event = receive_body(chan, upload, request.size, request.encoding, hasher,
+            event = receive_body(chan, upload, request.size, request.encoding, helpers=_cores_to_spare(stats),
                                  progress=lambda n: stats.add("bytes_in", n), on_closed=_closed_mid_upload)  # fmt: skip
         except LabnetError as exc:
             raise _BodyInterrupted(exc) from exc
-        finally:
-            hasher.close()
         upload.commit(event.sha256)  # only now, verified, does the file appear
         chan.send(ok("STORED", request.name, request.size, event.sha256))

@@ -27,10 +27,15 @@ Must not import threading or multiprocessing, nor the server or client modules.
 
 from __future__ import annotations
 
+import hashlib
+
 from .channel import Channel
-from .protocol import BodyEnd, BodySender, Data
+from .pipeline import ThreadedSHA256, ThreadedWriter
+from .protocol import NEED_DATA, BodyEnd, BodySender, Data
 
 CHUNK = 3 * 64 * 1024  # file bytes per read: a multiple of 3 keeps base64 padding-free
+BUFFER = 1 << 20  # wire bytes per read of a base64 body while a helper writes (fewer, larger steps)
+SMALL_BUFFER = 256 * 1024  # ... and when no helper may run (a busy machine: many connections at once)
 
 
 def send_body(chan: Channel, f, size: int, sender: BodySender, progress=None) -> None:
@@ -71,18 +76,48 @@ class FileSink:
         pass  # the file object's position is not used after splice; the descriptor's moved
 
 
-def receive_body(chan: Channel, sink, size: int, encoding: str, hasher, progress=None, on_closed=None) -> BodyEnd:
+def receive_body(chan: Channel, sink, size: int, encoding: str, helpers: bool = True,
+                 progress=None, on_closed=None) -> BodyEnd:
     """Receive a body of ``size`` file bytes into ``sink``; return its verified ``BodyEnd``.
+
+    ``helpers``: whether helper threads may take part (the caller knows if
+    cores are idle; see :mod:`labnet.pipeline`).  A raw body is spliced
+    into the file and hashed back by a helper; a base64 body is read into
+    one reused buffer, decoded and hashed in this thread, and written by a
+    helper.
 
     Errors
     ------
     ``PeerError`` from the receiver (bad encoding, digest mismatch, stalled
     peer); ``on_closed()`` is raised if the peer closed mid-body (default a
     ``ConnectionResetError``); storage errors from the sink pass through.
+    Helper threads have stopped when this returns or raises.
     """
     rx = chan.rx
+    if encoding == "raw":
+        hasher = ThreadedSHA256(enabled=helpers)
+        writer = None
+    else:
+        hasher = hashlib.sha256()  # in line: the decoded chunk is still in this core's cache
+        writer = ThreadedWriter(sink.write, enabled=helpers)
     rx.start_body(size, encoding, hasher=hasher)
-    direct = encoding == "raw" and hasattr(hasher, "update_from_file")
+    try:
+        event = _receive(chan, rx, sink, hasher, writer, progress, BUFFER if helpers else SMALL_BUFFER)
+        if writer is not None:
+            writer.finish()  # everything is in the file before the caller may publish it
+    finally:
+        if writer is not None:
+            writer.close()
+        if encoding == "raw":
+            hasher.close()  # before the file closes: the helper may be reading it back
+    if event is None:
+        raise on_closed() if on_closed else ConnectionResetError("peer closed the connection mid-body")
+    return event
+
+
+def _receive(chan: Channel, rx, sink, hasher, writer, progress, buffer_size: int) -> BodyEnd | None:
+    write = sink.write if writer is None else writer.write
+    direct = writer is None  # raw: splice while the receiver allows it
     fd = -1
 
     def moved(offset: int, n: int) -> None:
@@ -96,12 +131,45 @@ def receive_body(chan: Channel, sink, size: int, encoding: str, hasher, progress
             fd = sink.direct_fd()
             direct = chan.splice_body(fd, moved)
             continue
-        event = chan.next_event()  # idle limit only: slow but steady is fine
+        event = rx.next_event()  # what is buffered first (bytes that came with the line)
+        if event is NEED_DATA:
+            if writer is not None and rx.body_room():
+                _receive_in_place(chan, rx, write, progress, buffer_size)
+                continue
+            event = chan.next_event()  # idle limit only: slow but steady is fine
         if isinstance(event, Data):
-            sink.write(event.data)
+            write(event.data)
             if progress:
                 progress(len(event.data))
         elif isinstance(event, BodyEnd):
             return event
         else:
-            raise (on_closed() if on_closed else ConnectionResetError("peer closed the connection mid-body"))
+            return None
+
+
+def _receive_in_place(chan: Channel, rx, write, progress, size: int) -> None:
+    """Read a base64 body into one reused buffer and decode it from there, until it ends or the
+    peer closes: no copy of the wire bytes besides the kernel's and the decoder's."""
+    buf = bytearray(max(size, 8))
+    view = memoryview(buf)
+    kept = rx.take_partial_group()
+    buf[: len(kept)] = kept
+    kept = len(kept)
+    try:
+        while (room := rx.body_room()) > 0:
+            n = chan.recv_into(view[kept : min(len(buf), room)])
+            if n == 0:
+                rx.receive_data(b"")  # the peer closed: next_event() reports the short body
+                return
+            data, used = rx.feed_body(buf, kept + n)
+            kept = kept + n - used
+            if kept:
+                buf[:kept] = view[used : used + kept]
+            if data:
+                write(data)
+                if progress:
+                    progress(len(data))
+    finally:
+        if kept:
+            rx.receive_data(bytes(view[:kept]))  # back to the receiver, which accounts for them
+        view.release()
