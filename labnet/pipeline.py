@@ -218,8 +218,8 @@ class ThreadedWriter:
 
     Used for base64 bodies, where the receiving thread decodes and hashes each
     chunk itself while it is still in that core's cache (hashing is the
-    costliest step, and hashing bytes another core just wrote costs a third
-    more), and hands the decoded chunk to the helper to write.  The same
+    costliest step: done where the bytes are, it costs least), and hands the
+    decoded chunk to the helper to write.  The same
     rules as :class:`ThreadedSHA256`: at most ``depth`` chunks queued, at
     most ``MAX_HELPERS`` helpers per process, small chunks and
     ``enabled=False`` write in line, chunks must be ``bytes``.
