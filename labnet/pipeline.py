@@ -19,7 +19,7 @@ cores.
 Bounded: the queue holds at most ``depth`` chunks; a caller that gets ahead of
 the hashing waits in ``update``.  So one transfer holds at most ``depth + 2``
 chunks (the queued ones, the one being hashed, the one in the caller's hands),
-a few hundred KiB, whatever the file size.
+a few MiB at most, whatever the file size (plus a 1 MiB read-back buffer).
 
 Only when a core is free: a helper pays off only if it gets a core of its own.
 When every core is already busy (say 50 concurrent uploads on 2 cores), it
@@ -59,7 +59,7 @@ import queue
 import threading
 
 DEPTH = 2  # chunks waiting for the helper
-READ_BACK = 256 * 1024  # bytes per pread when hashing data back from a file
+READ_BACK = 1 << 20  # bytes per pread when hashing data back from a file (fits a core's L2)
 MIN_THREADED = 64 * 1024  # smaller chunks are hashed in line until a big one starts the helper
 _STOP = None
 MAX_HELPERS = max(1, (os.cpu_count() or 1) - 1)  # helper threads per process, at most
