@@ -13,8 +13,11 @@ that shrank fails.  The trailer follows.
 
 Receiving (:func:`receive_body`): a raw body moves socket -> file by
 ``splice`` where the platform allows it (its bytes hashed back from the file
-by the hasher); everything else, and bytes that arrived together with the
-reply or request line, come through the receiver as ``Data``.  The sans-IO
+by a helper thread); a base64 body is read into one reused buffer and
+decoded from there (``Receiver.feed_body``), hashed by this thread while
+the decoded chunk is in its cache, and written by a helper thread.  Bytes
+that arrived together with the reply or request line, and everything where
+neither applies, come through the receiver as ``Data``.  The sans-IO
 receiver checks the digest against the trailer in every case.
 
 The *sink* a body is received into needs three methods: ``write(data)``,
@@ -151,7 +154,7 @@ def _receive_in_place(chan: Channel, rx, write, progress, size: int) -> None:
     """Read a base64 body into one reused buffer and decode it from there, until it ends or the
     peer closes: no copy of the wire bytes besides the kernel's and the decoder's."""
     buf = bytearray(max(size, 8))
-    view = memoryview(buf)
+    view = memoryview(buf)  # slices of it are what recv_into fills: no new objects per read
     kept = rx.take_partial_group()
     buf[: len(kept)] = kept
     kept = len(kept)
@@ -172,4 +175,3 @@ def _receive_in_place(chan: Channel, rx, write, progress, size: int) -> None:
     finally:
         if kept:
             rx.receive_data(bytes(view[:kept]))  # back to the receiver, which accounts for them
-        view.release()
