@@ -83,63 +83,91 @@ def _release_helper() -> None:
         _helpers -= 1
 
 
-def _start_helper(enabled: bool, depth: int, run, name: str) -> tuple[queue.Queue, threading.Thread] | None:
-    """A helper thread running ``run(queue)`` and its bounded queue; None when not allowed (not
-    ``enabled``, or ``MAX_HELPERS`` already run) or not possible (no thread could start)."""
-    if not enabled or not _claim_helper():
-        return None
-    q = queue.Queue(depth)
-    thread = threading.Thread(target=run, args=(q,), name=name, daemon=True)
-    try:
-        thread.start()
-    except RuntimeError:  # can't start a new thread: the caller works in line
-        _release_helper()
-        return None
-    return q, thread
-
-
-def _stop_helper(q: queue.Queue, thread: threading.Thread) -> None:
-    """Let the helper finish what is queued, then end it and give its place back."""
-    q.put(_STOP)
-    thread.join()
-    _release_helper()
-
-
 def helpers_running() -> int:
     """Helper threads running in this process now."""
     return _helpers
 
 
-class ThreadedSHA256:
-    def __init__(self, depth: int = DEPTH, min_threaded: int | None = None, enabled: bool = True):
-        min_threaded = MIN_THREADED if min_threaded is None else min_threaded
+class _Helped:
+    """What both helpers share: a lazily started helper thread behind a bounded queue.
+
+    A subclass names its thread (``NAME``), does one item's work in
+    :meth:`_work` (in the helper) and calls :meth:`_hand` with each item:
+    it goes to the helper if one runs or can start now, else the caller does
+    the work itself, in line.  Items are taken in order either way.
+    """
+
+    NAME = "labnet-helper"
+
+    def __init__(self, depth: int, min_threaded: int | None, enabled: bool):
         self._enabled = enabled
-        self._sha = hashlib.sha256()
         self._depth = depth
-        self._min_threaded = min_threaded
+        self._min_threaded = MIN_THREADED if min_threaded is None else min_threaded
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
-        self._hex: str | None = None
-        self.max_queued = 0  # the most chunks ever waiting (tests check the bound)
-        self._buf: bytearray | None = None  # read-back buffer for update_from_file
-        self._error: OSError | None = None
+        self.max_queued = 0  # the most items ever waiting (tests check the bound)
 
     @property
     def threaded(self) -> bool:
         """True once the helper thread was started."""
         return self._queue is not None
 
+    def _hand(self, item, nbytes: int) -> None:
+        q = self._queue
+        if q is None:
+            if nbytes < self._min_threaded or not self._start():
+                self._work(item)
+                return
+            q = self._queue
+        q.put(item)  # blocks while the queue is full: memory stays bounded
+        self.max_queued = max(self.max_queued, q.qsize())
+
+    def _start(self) -> bool:
+        """Start the helper thread; False (work in line) when not allowed (``enabled=False``,
+        ``MAX_HELPERS`` already running) or not possible (no thread could start)."""
+        if not self._enabled or not _claim_helper():
+            return False
+        q = queue.Queue(self._depth)
+        thread = threading.Thread(target=self._run, args=(q,), name=self.NAME, daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # can't start a new thread: work in line
+            _release_helper()
+            return False
+        self._queue, self._thread = q, thread
+        return True
+
+    def _run(self, q: queue.Queue) -> None:
+        work = self._work
+        while (item := q.get()) is not _STOP:
+            work(item)
+
+    def _work(self, item) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop the helper after it dealt with what is queued (idempotent); raises nothing."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(_STOP)
+            thread.join()
+            _release_helper()
+
+
+class ThreadedSHA256(_Helped):
+    NAME = "labnet-sha256"
+
+    def __init__(self, depth: int = DEPTH, min_threaded: int | None = None, enabled: bool = True):
+        super().__init__(depth, min_threaded, enabled)
+        self._sha = hashlib.sha256()
+        self._hex: str | None = None
+        self._buf: bytearray | None = None  # read-back buffer for update_from_file
+        self._error: OSError | None = None
+
     def update(self, data) -> None:
         if self._hex is not None:
             raise RuntimeError("update() after hexdigest()")
-        q = self._queue
-        if q is None:
-            if len(data) < self._min_threaded or not self._start():
-                self._sha.update(data)
-                return
-            q = self._queue
-        q.put(data)  # blocks while the queue is full: memory stays bounded
-        self.max_queued = max(self.max_queued, q.qsize())
+        self._hand(data, len(data))
 
     def update_from_file(self, fd: int, offset: int, count: int) -> None:
         """Hash ``count`` bytes of the open file ``fd`` from ``offset`` (bytes just written there).
@@ -153,15 +181,14 @@ class ThreadedSHA256:
         """
         if self._hex is not None:
             raise RuntimeError("update_from_file() after hexdigest()")
-        if count <= 0:
-            return
-        q = self._queue
-        if q is None and (count < self._min_threaded or not self._start()):
-            self._hash_file(fd, offset, count)
-            return
-        q = self._queue
-        q.put((fd, offset, count))
-        self.max_queued = max(self.max_queued, q.qsize())
+        if count > 0:
+            self._hand((fd, offset, count), count)
+
+    def _work(self, item) -> None:
+        if type(item) is tuple:
+            self._hash_file(*item)
+        else:
+            self._sha.update(item)
 
     def _hash_file(self, fd: int, offset: int, count: int) -> None:
         if self._error is not None:
@@ -182,28 +209,6 @@ class ThreadedSHA256:
         except OSError as exc:
             self._error = exc
 
-    def _start(self) -> bool:
-        """Start the helper thread; False (hash in line) when not allowed or not possible."""
-        started = _start_helper(self._enabled, self._depth, self._run, "labnet-sha256")
-        if started is None:
-            return False
-        self._queue, self._thread = started
-        return True
-
-    def _run(self, q: queue.Queue) -> None:
-        update = self._sha.update
-        while (item := q.get()) is not _STOP:
-            if type(item) is tuple:
-                self._hash_file(*item)
-            else:
-                update(item)
-
-    def close(self) -> None:
-        """Stop the helper after it hashed what is queued (idempotent)."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            _stop_helper(self._queue, thread)
-
     def hexdigest(self) -> str:
         if self._hex is None:
             self.close()
@@ -213,7 +218,7 @@ class ThreadedSHA256:
         return self._hex
 
 
-class ThreadedWriter:
+class ThreadedWriter(_Helped):
     """Write chunks to a sink in a helper thread, so writing overlaps receiving and hashing.
 
     Used for base64 bodies, where the receiving thread decodes and hashes each
@@ -233,54 +238,26 @@ class ThreadedWriter:
     ``try/finally``): both wait for the helper.
     """
 
-    def __init__(self, write, depth: int = DEPTH, min_threaded: int | None = None, enabled: bool = True):
-        self._write = write
-        self._enabled = enabled
-        self._depth = depth
-        self._min_threaded = MIN_THREADED if min_threaded is None else min_threaded
-        self._queue: queue.Queue | None = None
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-        self.max_queued = 0
+    NAME = "labnet-writer"
 
-    @property
-    def threaded(self) -> bool:
-        """True once the helper thread was started."""
-        return self._queue is not None
+    def __init__(self, write, depth: int = DEPTH, min_threaded: int | None = None, enabled: bool = True):
+        super().__init__(depth, min_threaded, enabled)
+        self._write = write
+        self._error: BaseException | None = None
 
     def write(self, data) -> None:
         if self._error is not None:
             raise self._error
-        q = self._queue
-        if q is None:
-            if len(data) < self._min_threaded or not self._start():
-                self._write(data)
-                return
-            q = self._queue
-        q.put(data)  # blocks while the queue is full: memory stays bounded
-        self.max_queued = max(self.max_queued, q.qsize())
+        self._hand(data, len(data))
 
-    def _start(self) -> bool:
-        started = _start_helper(self._enabled, self._depth, self._run, "labnet-writer")
-        if started is None:
-            return False
-        self._queue, self._thread = started
-        return True
-
-    def _run(self, q: queue.Queue) -> None:
-        write = self._write
-        while (item := q.get()) is not _STOP:
-            if self._error is None:
-                try:
-                    write(item)
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                    self._error = exc
-
-    def close(self) -> None:
-        """Stop the helper after it dealt with what is queued (idempotent); raises nothing."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            _stop_helper(self._queue, thread)
+    def _work(self, item) -> None:
+        if self._error is None:  # after an error, what is still queued is dropped
+            try:
+                self._write(item)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                if not self.threaded:
+                    raise
+                self._error = exc
 
     def finish(self) -> None:
         """Wait until every chunk is written; raise the helper's error if there was one."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,33 @@ def client_dirs(tmp_path):
     files.mkdir()
     downloads.mkdir()
     return files, downloads
+
+
+@pytest.fixture
+def inproc_server(tmp_path):
+    """A server's connection handler in a thread of this process, so tests can watch (monkeypatch)
+    what the I/O layer does: ``(address, store)``."""
+    from labnet.session import Flags, ServerConfig, serve_connection
+    from labnet.stats import Stats
+    from labnet.store import FileStore
+
+    store = FileStore(tmp_path / "srv")
+    listener = socket.create_server(("127.0.0.1", 0))
+    flags = Flags(lambda: False, lambda: False)
+    config = ServerConfig(idle_timeout=10.0)
+
+    def serve():
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                return
+            serve_connection(sock, store, Stats(), config, flags)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname(), store
+    listener.close()
 
 
 def pytest_configure(config):

@@ -10,7 +10,8 @@ throttling and resets in the middle of a stream are made here, in user space:
 * :class:`Wire` is a raw socket speaking the protocol by hand, for faults a
   well-behaved :class:`labnet.client.Client` never makes (stopping at 50 % of a
   body, resetting, trickling a request line byte by byte).
-* :func:`wait_for` is the bounded poll every test uses instead of a fixed sleep.
+* :func:`wait_for` is the bounded poll every test uses instead of a fixed sleep;
+  :func:`upload_by_hand` sends body bytes in the request line's packet.
 
 Every loop here is bounded (socket timeouts, deadlines) and :meth:`FaultProxy.close`
 joins its threads, so nothing outlives a test.
@@ -60,6 +61,18 @@ def folder_state(root) -> dict[str, bytes]:
 
 def temp_files(root) -> list[str]:
     return sorted(p.name for p in Path(root).glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"))
+
+
+def upload_by_hand(address, name: str, size: int, encoding: str, wire: bytes, digest: str, first: int) -> bytes:
+    """One UPLOAD with the first ``first`` wire bytes in the same send as the request line
+    (so they reach the server in its read of the line); returns the final reply line."""
+    with socket.create_connection(address, timeout=10) as s:
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"OK LABNET")
+        s.sendall(f"UPLOAD {name} {size} {encoding}\r\n".encode() + wire[:first])
+        assert f.readline() == f"OK SEND {len(wire)}\r\n".encode()
+        s.sendall(wire[first:] + f"SHA256 {digest}\r\n".encode())
+        return f.readline()
 
 
 # ----------------------------------------------------------------------------

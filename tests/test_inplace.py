@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import socket
 import threading
 
 import pytest
+from faultproxy import upload_by_hand
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,9 +29,6 @@ from labnet.client import Client
 from labnet.codec import Decoder
 from labnet.errors import Code, LocalError, PeerError
 from labnet.protocol import NEED_DATA, BodyEnd, Data, Receiver
-from labnet.session import Flags, ServerConfig, serve_connection
-from labnet.stats import Stats
-from labnet.store import FileStore
 
 
 def body(size: int, seed: int = 1) -> bytes:
@@ -263,45 +260,12 @@ def fed(monkeypatch):
     return pieces
 
 
-@pytest.fixture
-def inproc_server(tmp_path):
-    """A server connection handler in a thread of this process: ``(address, store)``."""
-    store = FileStore(tmp_path / "srv")
-    listener = socket.create_server(("127.0.0.1", 0))
-    flags = Flags(lambda: False, lambda: False)
-    config = ServerConfig(idle_timeout=10.0)
-
-    def serve():
-        while True:
-            try:
-                sock, _ = listener.accept()
-            except OSError:
-                return
-            serve_connection(sock, store, Stats(), config, flags)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield listener.getsockname(), store
-    listener.close()
-
-
-def _upload_by_hand(address, name: str, data: bytes, wire: bytes, first: int) -> bytes:
-    """A b64 UPLOAD with the first ``first`` wire bytes in the same send as the request line."""
-    with socket.create_connection(address, timeout=10) as s:
-        f = s.makefile("rb")
-        assert f.readline().startswith(b"OK LABNET")
-        s.sendall(f"UPLOAD {name} {len(data)} b64\r\n".encode() + wire[:first])
-        assert f.readline() == f"OK SEND {len(wire)}\r\n".encode()
-        s.sendall(wire[first:] + f"SHA256 {sha(data)}\r\n".encode())
-        return f.readline()
-
-
 @pytest.mark.parametrize("first", [0, 1, 4, 5003])
 def test_server_upload_decodes_in_place(inproc_server, fed, first):
     address, store = inproc_server
     data = body(3 * 1024 * 1024 + 2)
     wire = b64(data)
-    reply = _upload_by_hand(address, "up.bin", data, wire, first)
+    reply = upload_by_hand(address, "up.bin", len(data), "b64", wire, sha(data), first)
     assert reply.startswith(f"OK STORED up.bin {len(data)} {sha(data)}".encode())
     assert (store.root / "up.bin").read_bytes() == data
     assert len(wire) - first <= sum(fed) <= len(wire)  # all but what came with the line
@@ -316,7 +280,7 @@ def test_server_refuses_a_corrupted_body_and_stores_nothing(inproc_server, fed, 
         wire[-1000] = ord("A") if wire[-1000] != ord("A") else ord("B")  # still base64: the digest catches it
     else:
         wire[len(wire) // 2 : len(wire) // 2 + 4] = b"QQ=="
-    reply = _upload_by_hand(address, "bad.bin", data, bytes(wire), first=0)
+    reply = upload_by_hand(address, "bad.bin", len(data), "b64", bytes(wire), sha(data), first=0)
     assert reply.startswith(b"ERR INTEGRITY")
     assert fed
     assert store.list() == [] and store.temp_files() == []

@@ -22,14 +22,12 @@ import socket
 import threading
 
 import pytest
+from faultproxy import upload_by_hand
 
 from labnet import channel, pipeline
 from labnet.client import Client
 from labnet.errors import Code, PeerError
 from labnet.protocol import NEED_DATA, BodyEnd, Data, Receiver
-from labnet.session import Flags, ServerConfig, serve_connection
-from labnet.stats import Stats
-from labnet.store import FileStore
 
 pytestmark = pytest.mark.skipif(not channel.SPLICE, reason="os.splice needs Linux")
 
@@ -140,44 +138,11 @@ def spliced(monkeypatch):
     return pieces
 
 
-@pytest.fixture
-def inproc_server(tmp_path):
-    """A server connection handler in a thread of this process: ``(address, store)``."""
-    store = FileStore(tmp_path / "srv")
-    listener = socket.create_server(("127.0.0.1", 0))
-    flags = Flags(lambda: False, lambda: False)
-    config = ServerConfig(idle_timeout=10.0)
-
-    def serve():
-        while True:
-            try:
-                sock, _ = listener.accept()
-            except OSError:
-                return
-            serve_connection(sock, store, Stats(), config, flags)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield listener.getsockname(), store
-    listener.close()
-
-
-def _upload_by_hand(address, name: str, data: bytes, digest: str, first: int) -> list[bytes]:
-    """UPLOAD with the first ``first`` body bytes in the same send as the request line."""
-    with socket.create_connection(address, timeout=10) as s:
-        f = s.makefile("rb")
-        assert f.readline().startswith(b"OK LABNET")
-        s.sendall(f"UPLOAD {name} {len(data)} raw\r\n".encode() + data[:first])
-        assert f.readline() == f"OK SEND {len(data)}\r\n".encode()
-        s.sendall(data[first:] + f"SHA256 {digest}\r\n".encode())
-        return [f.readline()]
-
-
 def test_server_upload_uses_splice_and_handles_bytes_sent_with_the_request(inproc_server, spliced):
     address, store = inproc_server
     data = body()
-    reply = _upload_by_hand(address, "up.bin", data, sha(data), first=5000)
-    assert reply[0].startswith(f"OK STORED up.bin {len(data)} {sha(data)}".encode())
+    reply = upload_by_hand(address, "up.bin", len(data), "raw", data, sha(data), first=5000)
+    assert reply.startswith(f"OK STORED up.bin {len(data)} {sha(data)}".encode())
     assert (store.root / "up.bin").read_bytes() == data
     assert 0 < sum(spliced) <= len(data) - 5000  # the early bytes came through the receiver
 
@@ -186,8 +151,8 @@ def test_server_refuses_a_corrupted_spliced_body_and_stores_nothing(inproc_serve
     address, store = inproc_server
     data = body()
     bad = data[:-100] + bytes([data[-100] ^ 1]) + data[-99:]
-    reply = _upload_by_hand(address, "bad.bin", bad, sha(data), first=0)
-    assert reply[0].startswith(b"ERR INTEGRITY")
+    reply = upload_by_hand(address, "bad.bin", len(bad), "raw", bad, sha(data), first=0)
+    assert reply.startswith(b"ERR INTEGRITY")
     assert spliced
     assert store.list() == [] and store.temp_files() == []
 
@@ -204,8 +169,8 @@ def test_server_falls_back_without_splice(inproc_server, spliced, monkeypatch, h
         monkeypatch.setattr(os, "splice", einval)
     address, store = inproc_server
     data = body()
-    reply = _upload_by_hand(address, "fb.bin", data, sha(data), first=100)
-    assert reply[0].startswith(b"OK STORED fb.bin")
+    reply = upload_by_hand(address, "fb.bin", len(data), "raw", data, sha(data), first=100)
+    assert reply.startswith(b"OK STORED fb.bin")
     assert (store.root / "fb.bin").read_bytes() == data
     assert not spliced
 
