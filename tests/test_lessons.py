@@ -68,6 +68,15 @@ def test_codec_cost_reports_four_thirds():
     assert len(fig.axes) == 2
 
 
+def test_integrity_cost_hashes_the_file(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"labnet" * 5000)
+    cost = lessons_framing.integrity_cost(path, repeats=1)
+    assert cost["bytes"] == 30_000 and cost["sha256"] == hashlib.sha256(b"labnet" * 5000).hexdigest()
+    assert cost["MBps"] > 0 and cost["decode_MBps"] > 0
+    assert cost["decoder"] in ("pybase64", "binascii")
+
+
 def test_transfer_cost_through_a_server(start_server, tmp_path):
     srv = start_server("thread", workers=1)
     path = tmp_path / "f.bin"
@@ -78,6 +87,7 @@ def test_transfer_cost_through_a_server(start_server, tmp_path):
     for r in rows:
         assert r["bytes"] == 30_001
         assert r["wire_bytes"] == (30_001 if r["encoding"] == "raw" else 4 * -(-30_001 // 3))
+        assert r["sha256"] == hashlib.sha256(b"x" * 30_001).hexdigest()
     assert len(lessons_framing.plot_base64_cost(lessons_framing.codec_cost(3000, 1), rows).axes) == 3
 
 
