@@ -13,8 +13,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from faultproxy import stop_servers  # noqa: E402
+
 from labnet.launcher import BackgroundServer  # noqa: E402
-from labnet.procutil import alive  # noqa: E402
 
 MODELS = ("thread", "process")
 
@@ -47,12 +48,7 @@ def start_server(tmp_path):
         return srv.start()
 
     yield start
-    pids = set()
-    for srv in started:
-        pids.update(srv.pids())
-        srv.stop()
-    left = [p for p in pids if alive(p)]
-    assert not left, f"server processes left behind: {left}"
+    stop_servers(started)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ import threading
 import time
 from pathlib import Path
 
+from labnet.procutil import alive
 from labnet.store import TEMP_PREFIX, TEMP_SUFFIX
 
 POLL = 0.05
@@ -61,6 +62,17 @@ def folder_state(root) -> dict[str, bytes]:
 
 def temp_files(root) -> list[str]:
     return sorted(p.name for p in Path(root).glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"))
+
+
+def stop_servers(servers) -> None:
+    """Stop every server a test started (anything with ``pids()`` and ``stop()``); fail if any of
+    their processes is still alive afterwards."""
+    pids = set()
+    for srv in servers:
+        pids.update(srv.pids())
+        srv.stop()
+    left = [p for p in pids if alive(p)]
+    assert not left, f"server processes left behind: {left}"
 
 
 def upload_by_hand(address, name: str, size: int, encoding: str, wire: bytes, digest: str, first: int) -> bytes:

@@ -22,10 +22,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from faultproxy import folder_state
+from faultproxy import folder_state, stop_servers
 
 from labnet.launcher import BackgroundServer
-from labnet.procutil import alive
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.netns]
 
@@ -99,11 +98,7 @@ def netns_servers():
         return srv.start()
 
     yield start
-    pids = set()
-    for srv in started:
-        pids.update(srv.pids())
-        srv.stop()
-    assert not [p for p in pids if alive(p)], "server processes left behind"
+    stop_servers(started)
 
 
 def _in_ns(ns: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
