@@ -339,7 +339,7 @@ def main(argv=None) -> int:
         for enc in ENCODINGS:
             top = ceiling(base[enc], hash_s)
             ceilings[enc] = top / base[enc].best
-            print(f"ceiling   {enc:<11} {top:6.0f} MB/s = ratio {top / base[enc].best:.2f}: the most any receiver that "
+            print(f"ceiling   {enc:<11} {top:6.0f} MB/s = ratio {ceilings[enc]:.2f}: the most any receiver that "
                   f"hashes can reach here (baseline CPU + sha256, over {os.cpu_count()} cores)")  # fmt: skip
         print()
 
