@@ -2,7 +2,7 @@
 
 Run with ``make bench`` (or ``.venv/bin/python bench/matrix.py [filters]``).
 
-What it does: ``labnet.experiments.run_matrix`` over the whole ETS matrix --
+What it does: ``labnet.measure.matrix_run.run_matrix`` over the whole ETS matrix --
 2 server models (thread, process) x 54 rows (operation x 10/50/100 MB x 1/5/50
 client workers x 1/5/50 server workers), client workers in a thread pool --
 108 cells, each with a fresh server.  Every transfer's SHA-256 is checked
@@ -36,10 +36,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from labnet import ets, experiments, matrix_plan  # noqa: E402
+from labnet.config import MB  # noqa: E402
 from labnet.errors import UsageError  # noqa: E402
+from labnet.measure import matrix_plan, matrix_run, matrix_table  # noqa: E402
 
-MB = 10**6
 TARGET_WALL = 15 * 60
 TARGET_RSS = 100 * MB
 
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     try:
-        result = experiments.run_matrix(args.out, quick=False, cell_time_limit=args.time_limit,
+        result = matrix_run.run_matrix(args.out, quick=False, cell_time_limit=args.time_limit,
                                         fresh=not args.resume, plots=args.plots, progress=False, on_row=on_row,
                                         **filters)  # fmt: skip
     except KeyboardInterrupt:
@@ -111,9 +111,9 @@ def main(argv=None) -> int:
         "cells": len(cells), "rows": len(rows), "statuses": statuses, "wall_seconds": round(wall, 1),
         "client_failures": failures, "server_failures": server_failures, "digest_mismatches": mismatches,
         "server_peak_rss_max_MB": round(max(rss) / MB, 1) if rss else None,
-        "worst_cell": None if worst is None else {k: worst[k] for k in ets.KEY_FIELDS + ("number",)},
+        "worst_cell": None if worst is None else {k: worst[k] for k in matrix_table.KEY_FIELDS + ("number",)},
         "checks": checks, "csv": str(result.csv_path), "markdown": str(result.md_path),
-        "per_cell": [{k: r.get(k) for k in ets.KEY_FIELDS + ("number", "status", "cell_seconds",
+        "per_cell": [{k: r.get(k) for k in matrix_table.KEY_FIELDS + ("number", "status", "cell_seconds",
                                                                       "time_p50_s", "time_p95_s",
                                                                       "throughput_mean_Bps",
                                                                       "server_peak_rss_max_bytes",

@@ -6,7 +6,7 @@ Not part of the test suite.
 
 What it does, per model, for ``--minutes``:
 
-* A background server (``labnet.launcher.BackgroundServer``, ``--workers``
+* A background server (``labnet.measure.launcher.BackgroundServer``, ``--workers``
   workers) serves a temporary folder seeded with ``--names`` files.
 * ``--clients`` client threads loop until the time is up, each doing a random
   mix of uploads (40 %), downloads (40 %) and lists (20 %) of files of 0 to
@@ -56,13 +56,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from labnet.client import Client  # noqa: E402
+from labnet.config import MB, parse_size  # noqa: E402
 from labnet.errors import Code, LabnetError, LocalError, PeerError, RemoteError  # noqa: E402
-from labnet.files import parse_size  # noqa: E402
-from labnet.launcher import BackgroundServer  # noqa: E402
+from labnet.measure.launcher import BackgroundServer  # noqa: E402
 from labnet.procutil import alive, rss_bytes  # noqa: E402
-from labnet.store import TEMP_PREFIX  # noqa: E402
+from labnet.server.store import TEMP_PREFIX  # noqa: E402
 
-MB = 10**6
 SIZES = (0, 1, 2, 3, 1000, 65_537, 300_000, 1_000_000, 2_500_000, 5_000_000, 7_777_777, 10_000_000)
 
 

@@ -6,7 +6,7 @@ What is measured, in one run:
 
 * labnet: one upload and one download of a ``--size`` file (default 100 MB)
   per server model (thread, process) and encoding (b64, raw), with
-  ``labnet.client.Client`` against a ``labnet.launcher.BackgroundServer``
+  ``labnet.client.Client`` against a ``labnet.measure.launcher.BackgroundServer``
   (a server in its own process, 2 workers).  The time runs from sending the
   request line to the final reply (upload) or the verified, renamed file
   (download): both ends hash (SHA-256), encode or decode, and write to disk.
@@ -69,18 +69,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from labnet import codec  # noqa: E402
 from labnet.client import Client  # noqa: E402
-from labnet.files import make_test_file, parse_size  # noqa: E402
-from labnet.launcher import BackgroundServer  # noqa: E402
+from labnet.config import MB, SERVER_MODELS, parse_size  # noqa: E402
+from labnet.measure.files import make_test_file  # noqa: E402
+from labnet.measure.launcher import BackgroundServer  # noqa: E402
+from labnet.protocol import codec  # noqa: E402
 
-MB = 10**6
 BUF = 1 << 20  # baseline receive buffer (1 MiB)
 READ = 3 * (1 << 18)  # baseline read chunk: 768 KiB, a multiple of 3
 TARGET_RATIO = 0.6
 TARGET_RSS = 100 * MB
 ENCODINGS = ("raw", "b64")
-MODELS = ("thread", "process")
 
 if codec.BACKEND == "pybase64":
     import pybase64
@@ -303,7 +302,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", default="100MB", help="file size (default 100MB; MB = 10^6 bytes)")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (default 3)")
-    ap.add_argument("--models", default=",".join(MODELS), help="server models (default thread,process)")
+    ap.add_argument("--models", default=",".join(SERVER_MODELS), help="server models (default thread,process)")
     args = ap.parse_args(argv)
     size = parse_size(args.size)
     models = [m for m in args.models.split(",") if m]

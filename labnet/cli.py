@@ -14,7 +14,23 @@ import json
 import logging
 import sys
 
-from .errors import LabnetError, UsageError
+from labnet.client import Client
+from labnet.config import (
+    CLIENT_POOLS,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    ENCODINGS,
+    OPERATIONS,
+    SERVER_MODELS,
+    ServerConfig,
+    parse_size,
+)
+from labnet.errors import LabnetError, UsageError
+from labnet.measure import stress
+from labnet.measure.files import DEFAULT_SIZES, make_test_files
+from labnet.measure.matrix_run import run_matrix
+from labnet.measure.progress import byte_bar
+from labnet.server import run_server
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
@@ -55,22 +71,20 @@ def _seconds(text: str) -> float:
 
 
 def _add_address(p, with_json=True):
-    p.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
-    p.add_argument("--port", type=_port, default=8989, help="server port (default 8989)")
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"server address (default {DEFAULT_HOST})")
+    p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
     p.add_argument("--timeout", type=_seconds, default=60.0, help="seconds without progress before giving up")
     if with_json:
         p.add_argument("--json", action="store_true", help="print one machine-readable JSON result")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .session import ServerConfig
-
     defaults = ServerConfig()
     parser = _Parser(prog="labnet", description="labnet: file service, clients and stress tests for the lab")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("server", help="run a file server in the foreground (Ctrl-C stops it)")
-    p.add_argument("--model", choices=["thread", "process"], default="thread", help="concurrency model")
+    p.add_argument("--model", choices=SERVER_MODELS, default=defaults.model, help="concurrency model")
     p.add_argument("--workers", type=_positive_int, default=defaults.workers, help="worker pool size")
     p.add_argument("--host", default=defaults.host, help="address to bind (0.0.0.0 for a lab network)")
     p.add_argument("--port", type=_port, default=defaults.port, help="port (0 picks a free one)")
@@ -97,29 +111,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("upload", help="upload a file")
     p.add_argument("path")
     p.add_argument("--name", help="name on the server (default: the file's name)")
-    p.add_argument("--encoding", choices=["b64", "raw"], default="b64")
+    p.add_argument("--encoding", choices=ENCODINGS, default="b64")
     _add_address(p)
     p = sub.add_parser("download", help="download a file (verified before it appears)")
     p.add_argument("name")
     p.add_argument("--dest", default="client_downloads", help="folder to write into")
-    p.add_argument("--encoding", choices=["b64", "raw"], default="b64")
+    p.add_argument("--encoding", choices=ENCODINGS, default="b64")
     _add_address(p)
 
     p = sub.add_parser("make-files", help="write the test files (10MB, 50MB, 100MB by default)")
-    p.add_argument("--sizes", default="10MB,50MB,100MB", help="comma-separated sizes; MB = 10^6 bytes")
+    p.add_argument("--sizes", default=",".join(DEFAULT_SIZES), help="comma-separated sizes; MB = 10^6 bytes")
     p.add_argument("--dest", default="client_files")
 
-    # Subcommands defined next to their code set ``func`` (see labnet.stress, labnet.experiments).
-    from . import experiments, stress
-
-    stress.add_cli(sub)
-    experiments.add_cli(sub)
+    _add_stress(sub)
+    _add_matrix(sub)
     return parser
 
 
 def _client(args):
-    from .client import Client
-
     return Client(args.host, args.port, timeout=args.timeout)
 
 
@@ -128,15 +137,10 @@ def _emit(args, obj, human: str) -> None:
 
 
 def run(args) -> int:
-    from .files import make_test_files, parse_size
-
     cmd = args.command
     if getattr(args, "func", None) is not None:
         return args.func(args)
     if cmd == "server":
-        from .server import run_server
-        from .session import ServerConfig
-
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
         config = ServerConfig(model=args.model, workers=args.workers, host=args.host, port=args.port,
                               root=args.root, backlog=args.backlog, max_waiting=args.max_waiting,
@@ -172,13 +176,113 @@ def run(args) -> int:
 
 
 def _transfer(client, args):
-    from .progress import byte_bar
-
     # delay: no bar for a transfer that fails at once or ends quickly, so an error stays one line
     with byte_bar(desc=args.command, disable=args.json, delay=0.5) as bar:
         if args.command == "upload":
             return client.upload(args.path, name=args.name, encoding=args.encoding, progress=bar.add)
         return client.download(args.name, args.dest, encoding=args.encoding, progress=bar.add)
+
+
+# --------------------------------------------------------------------------
+# CLI: labnet stress OP SIZE CLIENTS [POOL]
+# --------------------------------------------------------------------------
+
+
+def _add_stress(sub) -> None:
+    """``labnet stress OP SIZE CLIENTS [POOL]`` (``func`` = :func:`_run_stress`)."""
+    p = sub.add_parser("stress", help="N client workers each upload or download a file once, together",
+                       description="Seed-compatible form: labnet stress upload 10MB 5 thread.  "
+                                   "MB = 10^6 bytes.  Exit status 1 if any worker failed.")  # fmt: skip
+    p.add_argument("op", choices=OPERATIONS, help="operation every worker does once")
+    p.add_argument("size", help="file size, e.g. 10MB (MB = 10^6 bytes); the file is client_files/<size>.bin")
+    p.add_argument("clients", type=_positive_int, help="number of client workers")
+    p.add_argument("pool", nargs="?", choices=CLIENT_POOLS, default="thread", help="client worker pool (default thread)")
+    p.add_argument("--encoding", choices=ENCODINGS, default="b64")
+    p.add_argument("--time-limit", type=_seconds, default=1800.0,
+                   help="seconds after the start when unfinished workers give up (default 1800)")  # fmt: skip
+    p.add_argument("--files", default=None, help="folder of files to upload (default client_files)")
+    p.add_argument("--dest", default=None, help="folder for downloads (default client_downloads)")
+    p.add_argument("--no-keep", action="store_true", help="delete downloaded files once verified")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--per-worker-bars", action="store_true", default=None, help="one bar per worker too")
+    p.add_argument("--start-method", choices=["spawn", "forkserver", "fork"], default=None,
+                   help="start method of worker processes (default spawn)")  # fmt: skip
+    p.add_argument("--csv", action="store_true", help="print the per-worker table as CSV on stdout")
+    _add_address(p)
+    p.set_defaults(func=_run_stress)
+
+
+def _run_stress(args) -> int:
+    if args.json and args.csv:
+        raise UsageError("choose one of --json and --csv")
+    result = stress.run(args.op, args.size, args.clients, args.pool, host=args.host, port=args.port,
+                 encoding=args.encoding, timeout=args.timeout, time_limit=args.time_limit or 1800.0,
+                 files_dir=args.files, downloads_dir=args.dest, keep_downloads=not args.no_keep,
+                 progress=not args.no_progress, per_worker_bars=args.per_worker_bars,
+                 start_method=args.start_method)  # fmt: skip
+    if args.json:
+        print(result.to_json())
+    elif args.csv:
+        print(result.to_csv(), end="")
+    else:
+        print(result.format())
+    return 0 if result.ok else 1
+
+
+# --------------------------------------------------------------------------
+# CLI: labnet matrix [filters] --out DIR
+# --------------------------------------------------------------------------
+
+
+def _add_matrix(sub) -> None:
+    """``labnet matrix [filters] --out DIR`` (``func`` = :func:`_run_matrix`)."""
+    p = sub.add_parser("matrix", help="run the ETS matrix (or a part) and write ets.csv, ets.md and plots",
+                       description="Runs the assignment's table: operation x volume x client workers x server "
+                                   "workers, per server model and client pool kind, a fresh server per cell. "
+                                   "Resumes DIR/ets.csv.  MB = 10^6 bytes.")  # fmt: skip
+    p.add_argument("--out", default=None, help="output folder (default results/ets, or results/ets-quick)")
+    p.add_argument("--ops", help="operations, e.g. download,upload")
+    p.add_argument("--volumes", help="file sizes, e.g. 10MB,50MB (MB = 10^6 bytes)")
+    p.add_argument("--clients", help="client worker pool sizes, e.g. 1,5,50")
+    p.add_argument("--server-workers", help="server worker pool sizes, e.g. 1,5,50")
+    p.add_argument("--models", help="server models: thread,process (default both)")
+    p.add_argument("--client-pools", help="client pool kinds: thread,process (default thread)")
+    p.add_argument("--quick", action="store_true", help="small files and pools (also LABNET_QUICK=1)")
+    p.add_argument("--encoding", choices=ENCODINGS, default="b64")
+    p.add_argument("--time-limit", type=_seconds, default=None, help="seconds per cell (default 600, quick 60)")
+    p.add_argument("--timeout", type=_seconds, default=60.0, help="seconds without progress before a transfer fails")
+    p.add_argument("--fresh", action="store_true", help="start a new ets.csv instead of resuming")
+    p.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print a JSON summary instead of the table")
+    p.set_defaults(func=_run_matrix)
+
+
+def _run_matrix(args) -> int:
+    try:
+        result = run_matrix(args.out, ops=args.ops, volumes=args.volumes, clients=args.clients,
+                            server_workers=args.server_workers, server_models=args.models,
+                            client_pools=args.client_pools, quick=True if args.quick else None,
+                            encoding=args.encoding, cell_time_limit=args.time_limit or None,
+                            timeout=args.timeout or 60.0, fresh=args.fresh, plots=not args.no_plots,
+                            progress=not args.no_progress)  # fmt: skip
+    except KeyboardInterrupt:
+        print("labnet: interrupted; finished rows are in ets.csv: run the same command again to resume",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    summary = result.summary()
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        print(result.markdown())
+        print(f"\n{summary['rows']} rows ({summary['ran']} run now, {summary['resumed']} resumed, "
+              f"{summary['skipped']} skipped), {summary['client_failures']} client failures, "
+              f"{summary['digest_mismatches']} digest mismatches, {summary['wall_seconds']:.1f} s")  # fmt: skip
+        print(f"wrote {result.csv_path} and {result.md_path}"
+              + (f" and {len(result.plot_paths)} plots" if result.plot_paths else ""))  # fmt: skip
+    bad = summary["client_failures"] or summary["digest_mismatches"] or summary["statuses"].get("failed") \
+        or summary["statuses"].get("error")
+    return 1 if bad else 0
 
 
 def main(argv=None) -> int:

@@ -17,7 +17,7 @@ Rules
 * ``progress`` is any callable taking a number of file bytes (``tqdm.update``
   fits) and is called as bytes move.
 * If the server closed an idle connection, the next call reconnects.
-* SHA-256 is computed in a helper thread (``labnet.pipeline``) while this
+* SHA-256 is computed in a helper thread (``labnet.transport.pipeline``) while this
   thread moves the bytes.  A file uploaded before and unchanged since (same
   device, inode, size, mtime and ctime) is not hashed again: its digest is
   remembered in this process, and a raw upload then goes out by ``sendfile``.
@@ -28,7 +28,7 @@ Rules
   nothing; the client then forgets that digest, so a retry hashes afresh.
 
 Must not import threading or multiprocessing (the hashing helper lives in
-``labnet.pipeline``).
+``labnet.transport.pipeline``).
 """
 
 from __future__ import annotations
@@ -41,31 +41,33 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .channel import Channel
-from .codec import ENCODINGS, wire_length
-from .digests import DigestCache
-from .errors import Code, LabnetError, PeerError, RemoteError, UsageError
-from .names import check_name
-from .pipeline import ThreadedSHA256
-from .procutil import keep_buffers_warm
-from .protocol import (
-    CLOSED,
+from labnet.config import DEFAULT_HOST, DEFAULT_PORT, ENCODINGS
+from labnet.errors import Code, LabnetError, PeerError, RemoteError, UsageError
+from labnet.procutil import keep_buffers_warm
+from labnet.protocol.codec import wire_length
+from labnet.protocol.messages import (
     GREETING,
-    MAX_REPLY_LINE,
-    BodySender,
-    Line,
+    DeletedReply,
+    DownloadHeader,
+    ListHeader,
     Request,
+    SendReply,
+    StoredReply,
     parse_listing_line,
     parse_reply,
     parse_stats,
-)  # fmt: skip
-from .transfer import FileSink, receive_body, send_body
+)
+from labnet.protocol.names import check_name
+from labnet.protocol.receiver import CLOSED, MAX_REPLY_LINE, BodySender, Line
+from labnet.transport.channel import Channel
+from labnet.transport.digests import DigestCache
+from labnet.transport.pipeline import ThreadedSHA256
+from labnet.transport.transfer import FileSink, receive_body, send_body
 
 # Digests of files this process uploaded, keyed by (device, inode, size, mtime, ctime): an
 # unchanged file is not hashed again, and raw goes out by sendfile.  Memory only: the client
-# never writes to the user's files.  See labnet.digests.
-_upload_digests = DigestCache(use_xattr=False)
-DEFAULT_PORT = 8989
+# never writes to the user's files.  See labnet.transport.digests.
+UPLOAD_DIGESTS = DigestCache(use_xattr=False)
 
 
 @dataclass
@@ -104,7 +106,7 @@ class Client:
     or hitting its time limit).  It may be called from this thread only.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, timeout: float = 60.0,
+    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, timeout: float = 60.0,
                  wait_timeout: float = 600.0, should_abort=None):  # fmt: skip
         self.host, self.port = host, port
         _tune_allocator_once()
@@ -228,15 +230,14 @@ class Client:
 
     def list(self) -> list[tuple[str, int]]:
         """``[(name, size), ...]`` of the server's files."""
-        reply = self._request(Request("LIST"))
-        count = reply.int_word(0)
+        count = ListHeader.parse(self._request(Request("LIST"))).count
         return [parse_listing_line(self._line(self._chan)) for _ in range(count)]
 
     def stats(self) -> dict:
         return parse_stats(self._request(Request("STATS")))
 
     def delete(self, name: str) -> None:
-        self._request(Request("DELETE", check_name(name)))
+        DeletedReply.parse(self._request(Request("DELETE", check_name(name))))
 
     def upload(self, path, name: str | None = None, encoding: str = "b64", progress=None) -> TransferResult:
         """Send the file at ``path``; the server stores it as ``name`` (default: its base name)."""
@@ -250,10 +251,10 @@ class Client:
         with f:
             st = os.fstat(f.fileno())
             size = st.st_size
-            known = _upload_digests.lookup(f.fileno(), st)
+            known = UPLOAD_DIGESTS.lookup(f.fileno(), st)
             t0 = time.perf_counter()
             reply = self._request(Request("UPLOAD", name, size, encoding))
-            if reply.word(0) != "SEND" or reply.int_word(1) != wire_length(size, encoding):
+            if SendReply.parse(reply).wire != wire_length(size, encoding):
                 raise PeerError(f"unexpected reply to UPLOAD: {reply.text[:80]!r}")
             hasher = None if known is not None else ThreadedSHA256()
             sender = BodySender(size, encoding, sha256=known, hasher=hasher)
@@ -271,15 +272,15 @@ class Client:
                 reply = self._reply()
             except RemoteError as exc:
                 if exc.code == Code.INTEGRITY and known is not None:
-                    _upload_digests.forget(st)  # stale after all: the next try hashes again
+                    UPLOAD_DIGESTS.forget(st)  # stale after all: the next try hashes again
                 # An ERR here may have been sent mid-body, and then the server is closing this
                 # connection (possibly still draining what we sent): start afresh next time.
                 self.close()
                 raise
             seconds = time.perf_counter() - t0
             if hasher is not None:
-                _upload_digests.record(f.fileno(), sender.hexdigest(), since=st)
-        if reply.word(0) != "STORED" or reply.word(3) != sender.hexdigest():
+                UPLOAD_DIGESTS.record(f.fileno(), sender.hexdigest(), since=st)
+        if StoredReply.parse(reply).sha256 != sender.hexdigest():
             raise PeerError(f"server stored something else: {reply.text[:120]!r}", Code.INTEGRITY)
         return TransferResult("upload", name, size, seconds, sender.hexdigest(), encoding,
                               sender.wire_size, str(path))  # fmt: skip
@@ -293,8 +294,9 @@ class Client:
         final.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         reply = self._request(Request("DOWNLOAD", name, encoding=encoding))
-        size, enc, wire = reply.int_word(0), reply.word(1), reply.int_word(2)
-        if enc != encoding or wire != wire_length(size, encoding):
+        header = DownloadHeader.parse(reply)
+        size, wire = header.size, header.wire
+        if header.encoding != encoding or not header.consistent:
             raise PeerError(f"unexpected reply to DOWNLOAD: {reply.text[:80]!r}")
         fd, temp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
         os.fchmod(fd, 0o644)  # mkstemp makes 0600; the finished download is an ordinary file

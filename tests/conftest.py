@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 
 from faultproxy import stop_servers  # noqa: E402
 
-from labnet.launcher import BackgroundServer  # noqa: E402
+from labnet.measure.launcher import BackgroundServer  # noqa: E402
 
 MODELS = ("thread", "process")
 
@@ -69,9 +69,10 @@ def client_dirs(tmp_path):
 def inproc_server(tmp_path):
     """A server's connection handler in a thread of this process, so tests can watch (monkeypatch)
     what the I/O layer does: ``(address, store)``."""
-    from labnet.session import Flags, ServerConfig, serve_connection
-    from labnet.stats import Stats
-    from labnet.store import FileStore
+    from labnet.config import ServerConfig
+    from labnet.server.session import Flags, serve_connection
+    from labnet.server.stats import Stats
+    from labnet.server.store import FileStore
 
     store = FileStore(tmp_path / "srv")
     listener = socket.create_server(("127.0.0.1", 0))

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from labnet.procutil import alive
-from labnet.store import TEMP_PREFIX, TEMP_SUFFIX
+from labnet.server.store import TEMP_PREFIX, TEMP_SUFFIX
 
 POLL = 0.05
 

@@ -134,3 +134,36 @@ def test_environment_installs_labnet_itself_and_pins_the_same_python():
     python = [s for s in conda if requirement_name(s) == "python"]
     requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
     assert python and python[0].replace(" ", "") == "python" + requires.replace(" ", "")
+
+
+def test_the_wheel_holds_every_module_and_each_imports_from_it(tmp_path):
+    """``pip wheel . --no-deps``: its file list is ``labnet/**/*.py``; installed alone, every module imports."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    # Built from a clean copy: setuptools would also pack stale files left in an in-tree build/.
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "labnet", src / "labnet", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "-q", "-w",
+                          str(tmp_path / "dist")], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("labnet-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        in_wheel = {n for n in z.namelist() if n.startswith("labnet/") and n.endswith(".py")}
+        z.extractall(tmp_path / "site")
+    in_repo = {p.relative_to(ROOT).as_posix() for p in (ROOT / "labnet").rglob("*.py")}
+    assert in_wheel == in_repo, f"missing: {sorted(in_repo - in_wheel)}; extra: {sorted(in_wheel - in_repo)}"
+    names = sorted(n[:-3].replace("/", ".").removesuffix(".__init__") for n in in_wheel)
+    site = tmp_path / "site"
+    probe = (f"import importlib, sys; sys.path.insert(0, {str(site)!r})\n"
+             "for n in sys.argv[1:]:\n"
+             f"    m = importlib.import_module(n); assert m.__file__.startswith({str(site)!r}), m.__file__\n"
+             "print('ok', len(sys.argv) - 1)\n")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", probe, *names], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == f"ok {len(names)}"

@@ -35,8 +35,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from labnet.procutil import processes_with_env
+from procfind import processes_with_env
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "04-stress-dashboard.ipynb"

@@ -1,0 +1,13 @@
+"""The lab's measuring tools: what runs servers and clients and turns them into numbers.
+
+* ``launcher``     -- ``BackgroundServer``: a labnet server in a child process, stopped whatever happens
+* ``files``        -- the test files (pseudo-random, every MiB different) and the lab's folders
+* ``progress``     -- byte progress bars (``tqdm.auto``)
+* ``stress``, ``stress_pools``, ``stress_report`` -- N clients at once: the runner, its pools, its records and maths
+* ``matrix_plan``, ``matrix_run``, ``matrix_table``, ``plotting`` -- the ETS matrix: plan and pre-flight,
+  running it cell by cell, the table (CSV/Markdown, resume), its figures
+
+Imports the client, the protocol, ``errors``, ``config`` and ``procutil``; never the server
+package (servers run in child processes) and never ipywidgets or IPython.  ``plotting`` is the
+only module that imports matplotlib, and nothing else here imports ``plotting`` at import time.
+"""

@@ -1,0 +1,9 @@
+"""What only the notebooks use: the only package that imports ipywidgets and IPython.
+
+* ``dashboard``, ``dashboard_view`` -- the stress dashboard of notebook 04; what it shows
+* ``envcheck``  -- notebook 00's environment check, and the lab's file sizes and pools for this machine
+* ``netinfo``   -- notebook 06: addresses, reachability
+* ``lessons_framing``, ``lessons_pools`` -- the code behind notebooks 01 and 02/03
+
+May import every other layer.
+"""

@@ -1,0 +1,73 @@
+"""The lines a labnet server prints on its console, which labnet's own tools read back.
+
+Two kinds, each written and parsed here so that the two cannot drift apart:
+
+* the **ready line**, printed once the server listens:
+  ``labnet server ready on HOST:PORT (model=..., workers=..., root=...)``;
+  ``labnet.measure.launcher`` waits for it to learn the port (``--port 0``);
+* the **status line**, printed every ``status_every`` seconds and at exit,
+  like the seed's "sukses/gagal" print:
+  ``[labnet] ok=.. failed=.. (upload ../.., download ../.., list ../..) active=.. ...``;
+  the notebooks' live counters read it from the server's log.
+
+Imports nothing of labnet but ``config``; must not import socket, threading,
+multiprocessing or os.
+"""
+
+from __future__ import annotations
+
+import re
+
+from labnet.config import MB
+
+READY_PREFIX = "labnet server ready on"
+
+
+def ready_line(host: str, port: int, model: str, workers: int, root) -> str:
+    return f"{READY_PREFIX} {host}:{port} (model={model}, workers={workers}, root={root})"
+
+
+def parse_ready_line(line: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a ready line, None if ``line`` is not one."""
+    if not line.startswith(READY_PREFIX):
+        return None
+    addr = line[len(READY_PREFIX):].split()[0]
+    host, _, port = addr.rpartition(":")
+    return (host, int(port)) if port.isdigit() else None
+
+
+def status_line(snap: dict) -> str:
+    """The periodic one-line status of a counters snapshot (``labnet.server.stats``)."""
+    v = snap["verbs"]
+    return (
+        f"[labnet] ok={snap['ok']} failed={snap['failed']} "
+        f"(upload {v['UPLOAD']['ok']}/{v['UPLOAD']['failed']}, "
+        f"download {v['DOWNLOAD']['ok']}/{v['DOWNLOAD']['failed']}, "
+        f"list {v['LIST']['ok']}/{v['LIST']['failed']}) "
+        f"active={snap['active']} waiting={snap['waiting']} busy={snap['busy']} "
+        f"in={snap['bytes_in'] / 1e6:.1f}MB out={snap['bytes_out'] / 1e6:.1f}MB"
+    )
+
+
+_STATUS_RE = re.compile(
+    r"\[labnet\] ok=(?P<ok>\d+) failed=(?P<failed>\d+) "
+    r"\(upload (?P<up_ok>\d+)/(?P<up_failed>\d+), download (?P<down_ok>\d+)/(?P<down_failed>\d+), "
+    r"list (?P<list_ok>\d+)/(?P<list_failed>\d+)\) "
+    r"active=(?P<active>\d+) waiting=(?P<waiting>\d+) busy=(?P<busy>\d+) "
+    r"in=(?P<in_mb>[\d.]+)MB out=(?P<out_mb>[\d.]+)MB"
+)
+
+
+def parse_status_line(line: str) -> dict | None:
+    """The counters of one :func:`status_line` (None if ``line`` is not one)."""
+    m = _STATUS_RE.search(line)
+    if not m:
+        return None
+    g = {k: (float(v) if k.endswith("_mb") else int(v)) for k, v in m.groupdict().items()}
+    return {
+        "ok": g["ok"], "failed": g["failed"], "active": g["active"], "waiting": g["waiting"], "busy": g["busy"],
+        "bytes_in": int(g["in_mb"] * MB), "bytes_out": int(g["out_mb"] * MB),
+        "verbs": {"UPLOAD": {"ok": g["up_ok"], "failed": g["up_failed"]},
+                  "DOWNLOAD": {"ok": g["down_ok"], "failed": g["down_failed"]},
+                  "LIST": {"ok": g["list_ok"], "failed": g["list_failed"]}},
+    }  # fmt: skip

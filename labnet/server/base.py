@@ -1,0 +1,159 @@
+"""What every server model shares: listening, admission control, status, shutdown.
+
+A concrete server (``labnet.server.thread_pool.ThreadPoolServer``,
+``labnet.server.process_pool.ProcessPoolServer``) only says how an accepted
+connection reaches a worker (:meth:`BaseServer.dispatch`) and how its workers
+start and stop -- like ``socketserver.ThreadingMixIn.process_request`` or
+pyftpdlib's ``_start_task``.  Everything the workers do with a connection
+lives in ``labnet.server.session``.
+
+Lifecycle
+---------
+``start()`` binds and starts the workers; ``serve_forever()`` accepts until
+``request_stop()`` (SIGINT/SIGTERM call it); then ``shutdown()``: stop
+accepting, tell queued clients ``ERR SHUTDOWN``, give transfers in flight
+``grace`` seconds, abort the rest (their temporary files are removed), stop
+the workers.  ``labnet.server.run_server()`` does all of that for the CLI.
+
+Imports the server's own session, store and counters, the protocol,
+``errors``, ``config`` and ``procutil``; never a concrete model (they import
+this), the client or the lab's tools.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+from labnet.config import ServerConfig
+from labnet.errors import Code, UsageError
+from labnet.procutil import release_free_memory
+from labnet.protocol.console import status_line
+from labnet.server.session import refuse
+from labnet.server.stats import Stats
+from labnet.server.store import FileStore
+
+log = logging.getLogger("labnet.server")
+
+ACCEPT_POLL = 0.25  # seconds between checks of the stop flag while accepting
+TRIM_EVERY = 5.0  # seconds between malloc_trim calls (see procutil.release_free_memory)
+
+
+def make_listener(host: str, port: int, backlog: int) -> socket.socket:
+    """A listening TCP socket; a clear ``UsageError`` when the port is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == 98:  # EADDRINUSE
+            raise UsageError(f"port {port} on {host} is already in use (another server running? try --port 0)") from None
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+class BaseServer:
+    model = "?"
+
+    def __init__(self, config: ServerConfig):
+        if config.workers < 1:
+            raise UsageError("--workers must be at least 1")
+        self.config = config
+        self.store = FileStore(config.root, max_upload=config.max_upload)
+        self.stats = self._make_stats()
+        self.listener: socket.socket | None = None
+        self._stop_event = threading.Event()
+        self._stop_time: float | None = None  # when the stop was asked for: the grace period counts from it
+        self._status_thread: threading.Thread | None = None
+
+    # -- to be provided by a model -------------------------------------------
+
+    def _make_stats(self) -> Stats:
+        return Stats()
+
+    def _start_workers(self) -> None:
+        raise NotImplementedError
+
+    def dispatch(self, conn: socket.socket) -> None:
+        """Hand an accepted connection to a worker (it is counted as waiting)."""
+        raise NotImplementedError
+
+    def _begin_stopping(self) -> None:
+        raise NotImplementedError
+
+    def _abort_and_join(self, timeout: float) -> None:
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.listener.getsockname()[:2]
+
+    def start(self) -> None:
+        self.listener = make_listener(self.config.host, self.config.port, self.config.backlog)
+        self._start_workers()  # before any thread of ours exists: fork-safe
+        if self.config.status_every and self.config.status_every > 0:
+            self._status_thread = threading.Thread(target=self._print_status, name="labnet-status", daemon=True)
+            self._status_thread.start()
+
+    @property
+    def stop_requested(self) -> threading.Event:
+        """Set once :meth:`request_stop` was called; wait on it to follow the server's life."""
+        return self._stop_event
+
+    def request_stop(self) -> None:
+        if self._stop_time is None:
+            self._stop_time = time.monotonic()
+        self._stop_event.set()
+
+    def serve_forever(self) -> None:
+        """Accept connections until :meth:`request_stop`; admission control happens here."""
+        self.listener.settimeout(ACCEPT_POLL)
+        last_trim = time.monotonic()
+        while not self._stop_event.is_set():
+            if time.monotonic() - last_trim >= TRIM_EVERY:  # hand freed buffers back to the kernel
+                release_free_memory()
+                last_trim = time.monotonic()
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError as exc:  # EMFILE and friends: back off, keep serving
+                log.warning("accept failed: %s", exc)
+                time.sleep(ACCEPT_POLL)
+                continue
+            conn.settimeout(None)
+            self.stats.add("connections")
+            # Full = every worker busy *and* max_waiting queued.  Counting the sum, not just the
+            # queue, keeps a connection still on its way to an idle worker from causing a BUSY.
+            if self.stats.get("active") + self.stats.get("waiting") >= self.config.workers + self.config.max_waiting:
+                self.stats.add("busy")
+                refuse(conn, Code.BUSY, f"all {self.config.workers} workers busy and "
+                       f"{self.config.max_waiting} clients waiting; try again later")  # fmt: skip
+                continue
+            self.stats.add("waiting", 1)
+            self.dispatch(conn)
+
+    def shutdown(self) -> None:
+        """Stop accepting, let transfers finish within the grace period, abort the rest, stop workers."""
+        if self.listener is not None:
+            self.listener.close()
+        self._begin_stopping()
+        end = (self._stop_time or time.monotonic()) + self.config.grace
+        while time.monotonic() < end and (self.stats.get("active") > 0 or self.stats.get("waiting") > 0):
+            time.sleep(0.05)
+        self._abort_and_join(timeout=5.0)
+        removed = self.store.remove_stale_temp_files()
+        if removed:
+            log.warning("removed %d temporary file(s) of aborted uploads", removed)
+
+    def _print_status(self) -> None:
+        every = self.config.status_every
+        while not self._stop_event.wait(every):
+            print(status_line(self.stats.snapshot()), flush=True)
