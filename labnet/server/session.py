@@ -191,6 +191,7 @@ class _BodyInterrupted(Exception):
 def _serve_request(text: str, chan, store, stats, config, flags) -> str:
     """Serve one request line; return KEEP, CLOSE or LINGER (close after draining input)."""
     verb = text.split(" ", 1)[0].upper()
+    stats.request_started(verb)  # if this process dies now, its parent counts the request failed
     try:
         request = parse_request(text)
         verb = request.verb

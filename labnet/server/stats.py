@@ -50,6 +50,9 @@ class Stats:
         key = verb if verb in VERB_KEYS else "INVALID"
         self.add(f"{key}.{'ok' if ok else 'failed'}")
 
+    def request_started(self, verb: str) -> None:
+        """Note the request this worker is serving now (see the counters' redesign below)."""
+
     def get(self, field: str) -> int:
         with self._lock:
             return self._values[_INDEX[field]]
