@@ -19,6 +19,10 @@ What it does, per model, for ``--minutes``:
   the soak itself, which checks that the content equals one of the source
   files (the server may only ever hold whole uploads: a mix of two versions
   or a truncated file is a *digest mismatch*).
+* In the process model, ``--kill-workers`` (3) worker processes are killed
+  with SIGKILL at evenly spaced instants: the server must replace them, count
+  each death, lose at most the one connection each was serving, and leave
+  no temporary file.
 * A sampler records the server's RSS, open file descriptors, threads and
   processes (all its processes summed) every ``--sample-every`` seconds.
 
@@ -42,6 +46,7 @@ import hashlib
 import os
 import random
 import shutil
+import signal
 import socket
 import statistics
 import struct
@@ -289,6 +294,22 @@ def soak_model(model: str, args, sources: list[Path], digests: dict[str, int]) -
                    for i in range(args.clients)]  # fmt: skip
         for t in threads:
             t.start()
+        kills: list[int] = []
+        if model == "process" and args.kill_workers:
+            def killer():  # a few worker deaths, evenly spread over the run (kill -9, like the OOM killer)
+                rng = random.Random(args.seed)
+                for k in range(args.kill_workers):
+                    if stop_sampling.wait(max(0.0, t0 + (k + 1) * (deadline - t0) / (args.kill_workers + 1)
+                                                 - time.monotonic())):  # fmt: skip
+                        return
+                    workers = sorted(set(srv.pids()) - {srv.proc.pid})
+                    if workers:
+                        victim = rng.choice(workers)
+                        os.kill(victim, signal.SIGKILL)
+                        kills.append(victim)
+                        print(f"  {time.monotonic() - t0:5.0f} s: killed worker {victim} (SIGKILL)", flush=True)
+
+            threading.Thread(target=killer, daemon=True).start()
         next_report = t0 + 60
         while any(t.is_alive() for t in threads) and time.monotonic() < deadline + 120:
             for t in threads:
@@ -328,6 +349,9 @@ def soak_model(model: str, args, sources: list[Path], digests: dict[str, int]) -
     print(f"  abandoned on purpose: {sum(tally.aborts.values())} {dict(tally.aborts)} "
           f"({100 * sum(tally.aborts.values()) / max(1, transfers + sum(tally.aborts.values())):.1f} % of transfers)")
     print(f"  failures by category: {dict(tally.failures) or 'none'}")
+    if kills:
+        print(f"  workers killed: {len(kills)}; server counted {snap['worker_deaths']} deaths, "
+              f"{snap['died']} connections lost with them (their clients' failures are expected)")
     for cat, example in tally.examples.items():
         print(f"    e.g. {cat}: {example}")
     print(f"  digest mismatches: {tally.mismatches} (downloads), {len(bad_files)} (files in the folder)")
@@ -350,6 +374,13 @@ def soak_model(model: str, args, sources: list[Path], digests: dict[str, int]) -
         print("  FAIL: digest mismatch")
         ok = False
     unexpected = {k: v for k, v in tally.failures.items() if k != "busy"}
+    if kills:
+        if snap["worker_deaths"] != len(kills):
+            print(f"  FAIL: {len(kills)} workers killed, {snap['worker_deaths']} deaths counted")
+            ok = False
+        # each death can cost the one connection its worker was serving, and nothing else
+        if sum(unexpected.values()) <= snap["died"] <= len(kills):
+            unexpected = {}
     if unexpected:
         print(f"  FAIL: unexpected failures {unexpected}")
         ok = False
@@ -377,6 +408,8 @@ def main(argv=None) -> int:
     p.add_argument("--abort-rate", type=float, default=0.05, help="share of transfers abandoned mid-way")
     p.add_argument("--sample-every", type=float, default=None, help="seconds between resource samples")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--kill-workers", type=int, default=3,
+                   help="worker processes killed (SIGKILL) during the process-model run (default 3)")
     args = p.parse_args(argv)
     if args.sample_every is None:
         args.sample_every = max(1.0, min(10.0, args.minutes * 60 / 40))

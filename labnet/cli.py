@@ -60,6 +60,10 @@ def _port(text: str) -> int:
     return value
 
 
+def _port_or_off(text: str) -> int | None:
+    return None if text.strip().lower() in ("off", "none") else _port(text)
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -100,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=_seconds, default=defaults.grace, help="seconds transfers get on shutdown")
     p.add_argument("--start-method", choices=["fork", "spawn", "forkserver"], default=None,
                    help="multiprocessing start method for --model process (default fork on Linux)")  # fmt: skip
+    p.add_argument("--counters-port", type=_port_or_off, default=defaults.counters_port,
+                   help="port on 127.0.0.1 where the accept loop answers one JSON line of counters, without "
+                        "taking a worker (default 0: any free port, named in the ready line; 'off': none)")  # fmt: skip
 
     p = sub.add_parser("list", help="list the server's files")
     _add_address(p)
@@ -146,7 +153,7 @@ def run(args) -> int:
                               root=args.root, backlog=args.backlog, max_waiting=args.max_waiting,
                               idle_timeout=args.idle_timeout, max_upload=parse_size(args.max_upload),
                               status_every=args.status_every, grace=args.grace,
-                              start_method=args.start_method)  # fmt: skip
+                              start_method=args.start_method, counters_port=args.counters_port)  # fmt: skip
         return run_server(config)
     if cmd == "make-files":
         sizes = [s for s in args.sizes.split(",") if s.strip()]

@@ -115,6 +115,7 @@ class Client:
         self._chan: Channel | None = None
         self.wait_seconds = 0.0  # connect until the server started on us
         self.connect_seconds = 0.0
+        self.last_list_hidden = 0  # entries the server's last LIST left out (see list())
 
     # -- connection ------------------------------------------------------------
 
@@ -229,9 +230,16 @@ class Client:
     # -- requests --------------------------------------------------------------
 
     def list(self) -> list[tuple[str, int]]:
-        """``[(name, size), ...]`` of the server's files."""
-        count = ListHeader.parse(self._request(Request("LIST"))).count
-        return [parse_listing_line(self._line(self._chan)) for _ in range(count)]
+        """``[(name, size), ...]`` of the server's files: every one of them can be downloaded.
+
+        Entries of the server's folder that it will not serve (a FIFO, a
+        folder, a name that breaks the name rule...) are left out; their number
+        is in ``self.last_list_hidden`` afterwards (0 from servers that do not say).
+        """
+        header = ListHeader.parse(self._request(Request("LIST")))
+        files = [parse_listing_line(self._line(self._chan)) for _ in range(header.count)]
+        self.last_list_hidden = header.hidden
+        return files
 
     def stats(self) -> dict:
         return parse_stats(self._request(Request("STATS")))
@@ -289,7 +297,7 @@ class Client:
                  save_as: str | None = None) -> TransferResult:  # fmt: skip
         """Fetch ``name`` into ``dest_dir`` (as ``save_as`` if given), verified before it appears."""
         encoding = _check_encoding(encoding)
-        check_name(name)
+        name = check_name(name)
         final = Path(dest_dir) / check_name(save_as or name)
         final.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()

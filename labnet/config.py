@@ -52,6 +52,7 @@ class ServerConfig:
     status_every: float = 10.0  # 0 turns the periodic status line off
     grace: float = 10.0  # seconds in-flight transfers get to finish on shutdown
     start_method: str | None = None  # process model: "fork", "spawn", "forkserver"
+    counters_port: int | None = 0  # counters listener on 127.0.0.1 (0: any free port; None: none)
 
 
 # -- quick mode ----------------------------------------------------------------

@@ -39,7 +39,7 @@ from labnet.config import DEFAULT_HOST, SERVER_MODELS
 from labnet.errors import UsageError
 from labnet.measure.files import data_dir
 from labnet.procutil import alive, peak_rss_bytes, process_tree, rss_bytes
-from labnet.protocol.console import parse_ready_line
+from labnet.protocol.console import parse_counters_address, parse_counters_line, parse_ready_line
 
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 
@@ -55,6 +55,7 @@ class BackgroundServer:
             raise UsageError(f"unknown server model {model!r}; choose {' or '.join(SERVER_MODELS)}")
         self.model, self.workers = model, int(workers)
         self.host, self.port = host, int(port)
+        self.counters_address: tuple[str, int] | None = None  # from the ready line
         self.root = Path(root) if root is not None else data_dir("server_files")
         self.status_every, self.grace = status_every, grace
         self.max_waiting, self.idle_timeout, self.max_upload = max_waiting, idle_timeout, max_upload
@@ -92,7 +93,7 @@ class BackgroundServer:
         # only from the main thread; the server's parent-PID watchdog covers the other cases.
         env["LABNET_PDEATHSIG"] = "1" if threading.current_thread() is threading.main_thread() else "0"
         env["PYTHONUNBUFFERED"] = "1"
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
                                                           env.get("PYTHONPATH")]))  # fmt: skip
         self.proc = subprocess.Popen(self.command(), stdout=self._log_file, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=env)  # fmt: skip
@@ -112,6 +113,7 @@ class BackgroundServer:
                 ready = parse_ready_line(line)
                 if ready is not None:
                     self.port = ready[1]
+                    self.counters_address = parse_counters_address(line)
                     self._connect_once()
                     return
             if self.proc.poll() is not None:
@@ -210,6 +212,13 @@ class BackgroundServer:
     def client(self, **kw):
         return Client(*self.address, **kw)
 
+    def counters(self, timeout: float = 5.0) -> dict:
+        """The server's counters, read from its counters listener: no worker is taken, so this
+        answers while every worker is busy, and it is exact for a run shorter than one status line."""
+        if self.counters_address is None:
+            raise UsageError("this server has no counters listener (started with --counters-port off)")
+        return read_counters(self.counters_address, timeout)
+
     def stats(self) -> dict:
         with self.client(timeout=10) as c:
             return c.stats()
@@ -217,6 +226,20 @@ class BackgroundServer:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<BackgroundServer {self.model} x{self.workers} on {self.host}:{self.port} {state}>"
+
+
+def read_counters(address: tuple[str, int], timeout: float = 5.0) -> dict:
+    """One counters line from a server's counters listener (``labnet.protocol.console``)."""
+    with socket.create_connection(address, timeout=timeout) as sock:
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            if len(data) > 1 << 20:
+                raise ValueError("counters line longer than 1 MiB")
+    return parse_counters_line(data)
 
 
 def stop_all() -> None:

@@ -138,7 +138,7 @@ def check_packages() -> list[Check]:
 
 
 def check_labnet() -> Check:
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the labnet package
     return Check("labnet", f"{__version__} from {here}", "ok")
 
 

@@ -5,6 +5,9 @@ Two kinds, each written and parsed here so that the two cannot drift apart:
 * the **ready line**, printed once the server listens:
   ``labnet server ready on HOST:PORT (model=..., workers=..., root=...)``;
   ``labnet.measure.launcher`` waits for it to learn the port (``--port 0``);
+* the **counters line**: one JSON object and a newline, the answer of the
+  server's counters listener (``counters=HOST:PORT`` in the ready line), read
+  by the launcher and the dashboards without taking a worker;
 * the **status line**, printed every ``status_every`` seconds and at exit,
   like the seed's "sukses/gagal" print:
   ``[labnet] ok=.. failed=.. (upload ../.., download ../.., list ../..) active=.. ...``;
@@ -16,6 +19,7 @@ multiprocessing or os.
 
 from __future__ import annotations
 
+import json
 import re
 
 from labnet.config import MB
@@ -23,17 +27,40 @@ from labnet.config import MB
 READY_PREFIX = "labnet server ready on"
 
 
-def ready_line(host: str, port: int, model: str, workers: int, root) -> str:
-    return f"{READY_PREFIX} {host}:{port} (model={model}, workers={workers}, root={root})"
+def ready_line(host: str, port: int, model: str, workers: int, root, counters=None) -> str:
+    extra = f", counters={counters[0]}:{counters[1]}" if counters else ""
+    return f"{READY_PREFIX} {host}:{port} (model={model}, workers={workers}, root={root}{extra})"
+
+
+def _address(text: str) -> tuple[str, int] | None:
+    host, _, port = text.rpartition(":")
+    return (host, int(port)) if host and port.isdigit() else None
 
 
 def parse_ready_line(line: str) -> tuple[str, int] | None:
     """``(host, port)`` of a ready line, None if ``line`` is not one."""
     if not line.startswith(READY_PREFIX):
         return None
-    addr = line[len(READY_PREFIX):].split()[0]
-    host, _, port = addr.rpartition(":")
-    return (host, int(port)) if port.isdigit() else None
+    return _address(line[len(READY_PREFIX):].split()[0])
+
+
+def parse_counters_address(line: str) -> tuple[str, int] | None:
+    """The counters listener's ``(host, port)`` named in a ready line, None if it names none."""
+    m = re.search(r"[(, ]counters=(\S+?)[,)]", line) if line.startswith(READY_PREFIX) else None
+    return _address(m.group(1)) if m else None
+
+
+def counters_line(snap: dict) -> bytes:
+    return (json.dumps(snap, separators=(",", ":"), sort_keys=True) + "\n").encode()
+
+
+def parse_counters_line(data: bytes) -> dict:
+    """The counters of a :func:`counters_line`; ``ValueError`` if ``data`` is not one."""
+    text = data.decode("utf-8", "replace").strip()
+    snap = json.loads(text)
+    if not isinstance(snap, dict) or "verbs" not in snap:
+        raise ValueError(f"not a counters line: {text[:80]!r}")
+    return snap
 
 
 def status_line(snap: dict) -> str:

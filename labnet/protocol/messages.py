@@ -16,9 +16,9 @@ lives in one place.  Conversation (full grammar and a session typed through
     S: OK 1234 raw 1234
     S: <1234 bytes>SHA256 <64 hex>
     C: LIST
-    S: OK 2 files
-    S: 1234 report.pdf
+    S: OK 2 files 1 hidden                    1 entry of the folder not listed (see ListHeader)
     S: 0 empty.txt
+    S: 1234 report.pdf
 
 Every reply line starts with ``OK`` or ``ERR <CODE> <message>``; an ``ERR``
 parses into ``RemoteError`` on the client, anything else unexpected into
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from labnet.config import DEFAULT_ENCODING, ENCODINGS
 from labnet.errors import Code, PeerError, RemoteError
 from labnet.protocol.codec import wire_length
-from labnet.protocol.names import check_name
+from labnet.protocol.names import check_name, is_canonical
 
 MAX_SIZE_DIGITS = 18  # sizes up to 10**18 - 1 bytes parse; limits come later
 VERBS = ("LIST", "UPLOAD", "DOWNLOAD", "DELETE", "STATS", "QUIT")
@@ -102,7 +102,7 @@ def parse_request(text: str) -> Request:
         raise PeerError(f"usage: {usage} (single spaces between words)")
     if verb in ("LIST", "STATS", "QUIT"):
         return Request(verb)
-    name = check_name(args[0])
+    name = check_name(args[0])  # the NFC form: the store, the replies and the counters use this spelling
     if verb == "DELETE":
         return Request(verb, name)
     if verb == "DOWNLOAD":
@@ -191,16 +191,32 @@ def _expect(reply: Reply, first: str, what: str) -> None:
 
 @dataclass(frozen=True)
 class ListHeader:
-    """``OK <n> files``, followed by n :func:`listing_line` lines."""
+    """``OK <n> files`` or ``OK <n> files <h> hidden``, followed by n :func:`listing_line` lines.
+
+    ``hidden`` counts the folder's entries that are not listed because labnet
+    would not serve them (a name that breaks the name rule or is not in NFC,
+    a FIFO, a socket, a device, a folder, a symbolic link that leads nowhere
+    servable); dot-names are neither listed nor counted.  The words are only
+    written when ``hidden`` is not 0, and a reader that takes just the first
+    number (an older client) still reads the listing right.
+    """
 
     count: int
+    hidden: int = 0
 
     def to_line(self) -> bytes:
+        if self.hidden:
+            return ok(self.count, "files", self.hidden, "hidden")
         return ok(self.count, "files")
 
     @classmethod
     def parse(cls, reply: Reply) -> ListHeader:
-        return cls(reply.int_word(0))
+        count = reply.int_word(0)
+        if reply.word(1) != "files":
+            raise PeerError(f"unexpected reply to LIST: {reply.text[:80]!r}")
+        # Words after "files" that are not "<h> hidden" are ignored, so a later server may add more.
+        hidden = reply.int_word(2) if len(reply.words) >= 4 and reply.words[3] == "hidden" else 0
+        return cls(count, hidden)
 
 
 def listing_line(name: str, size: int) -> bytes:
@@ -208,10 +224,21 @@ def listing_line(name: str, size: int) -> bytes:
     return f"{size} {name}\r\n".encode()
 
 
-def list_reply(files) -> bytes:
-    """The whole LIST reply for ``[(name, size), ...]``: header and one line per file."""
-    files = list(files)
-    return ListHeader(len(files)).to_line() + b"".join(listing_line(n, s) for n, s in files)
+def list_reply(files, hidden: int = 0) -> bytes:
+    """The whole LIST reply for ``[(name, size), ...]`` and ``hidden`` unlisted entries.
+
+    Whatever the caller passes, the reply is well-formed: an entry whose name
+    could not be requested back as it is (see :func:`labnet.protocol.names.is_canonical`:
+    a space, a line break or undecodable bytes would put the lines out of step)
+    or whose size is not a byte count is counted as hidden instead of listed.
+    """
+    shown = []
+    for name, size in files:
+        if is_canonical(name) and isinstance(size, int) and size >= 0:
+            shown.append((name, size))
+        else:
+            hidden += 1
+    return ListHeader(len(shown), hidden).to_line() + b"".join(listing_line(n, s) for n, s in shown)
 
 
 @dataclass(frozen=True)

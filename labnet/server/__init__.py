@@ -77,7 +77,7 @@ def run_server(config: ServerConfig) -> int:
             print(f"WARNING: listening on {config.host}: anyone who can reach this host can list, "
                   "upload, download and delete files here (no authentication). See docs/security.md.",
                   file=sys.stderr, flush=True)  # fmt: skip
-        print(ready_line(host, port, config.model, config.workers, server.store.root), flush=True)
+        print(ready_line(host, port, config.model, config.workers, server.store.root, server.counters_address), flush=True)
         server.serve_forever()
     finally:
         server.shutdown()

@@ -23,14 +23,16 @@ this), the client or the lab's tools.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
+from multiprocessing.connection import wait as wait_for
 
 from labnet.config import ServerConfig
 from labnet.errors import Code, UsageError
 from labnet.procutil import release_free_memory
-from labnet.protocol.console import status_line
+from labnet.protocol.console import counters_line, status_line
 from labnet.server.session import refuse
 from labnet.server.stats import Stats
 from labnet.server.store import FileStore
@@ -38,6 +40,8 @@ from labnet.server.store import FileStore
 log = logging.getLogger("labnet.server")
 
 ACCEPT_POLL = 0.25  # seconds between checks of the stop flag while accepting
+ACCEPT_BURST = 64  # connections taken from the listen queue before the loop looks around again
+COUNTERS_HOST = "127.0.0.1"  # the counters listener answers this machine only
 TRIM_EVERY = 5.0  # seconds between malloc_trim calls (see procutil.release_free_memory)
 
 
@@ -67,9 +71,9 @@ class BaseServer:
         self.store = FileStore(config.root, max_upload=config.max_upload)
         self.stats = self._make_stats()
         self.listener: socket.socket | None = None
+        self.counters_listener: socket.socket | None = None
         self._stop_event = threading.Event()
         self._stop_time: float | None = None  # when the stop was asked for: the grace period counts from it
-        self._status_thread: threading.Thread | None = None
 
     # -- to be provided by a model -------------------------------------------
 
@@ -89,18 +93,34 @@ class BaseServer:
     def _abort_and_join(self, timeout: float) -> None:
         raise NotImplementedError
 
+    def _watched(self) -> list:
+        """Extra objects the accept loop waits on (a model's worker sentinels): one becoming ready
+        wakes the loop at once, which then calls :meth:`_check_workers`."""
+        return []
+
+    def _check_workers(self) -> None:
+        """Notice workers that died (log, count, replace); called by the accept loop and shutdown."""
+
+    def _workers_alive(self) -> bool:
+        return True
+
     # -- shared ----------------------------------------------------------------
 
     @property
     def address(self) -> tuple[str, int]:
         return self.listener.getsockname()[:2]
 
+    @property
+    def counters_address(self) -> tuple[str, int] | None:
+        """Where the counters can be read without a worker (see :meth:`_answer_counters`)."""
+        return None if self.counters_listener is None else self.counters_listener.getsockname()[:2]
+
     def start(self) -> None:
         self.listener = make_listener(self.config.host, self.config.port, self.config.backlog)
-        self._start_workers()  # before any thread of ours exists: fork-safe
-        if self.config.status_every and self.config.status_every > 0:
-            self._status_thread = threading.Thread(target=self._print_status, name="labnet-status", daemon=True)
-            self._status_thread.start()
+        if self.config.counters_port is not None:
+            self.counters_listener = make_listener(COUNTERS_HOST, self.config.counters_port, 16)
+            self.counters_listener.setblocking(False)
+        self._start_workers()  # the parent has no thread of ours yet: fork-safe
 
     @property
     def stop_requested(self) -> threading.Event:
@@ -113,22 +133,48 @@ class BaseServer:
         self._stop_event.set()
 
     def serve_forever(self) -> None:
-        """Accept connections until :meth:`request_stop`; admission control happens here."""
-        self.listener.settimeout(ACCEPT_POLL)
+        """Accept connections until :meth:`request_stop`; admission control happens here.
+
+        One loop, no helper thread: it waits on the listener, the counters listener and the
+        model's worker sentinels together, so a worker's death is noticed the moment it happens,
+        and the status line is printed from here too (a process model forks replacement
+        workers from this process: no other thread of ours may hold a lock at that moment).
+        """
+        self.listener.setblocking(False)
         last_trim = time.monotonic()
+        every = self.config.status_every if self.config.status_every and self.config.status_every > 0 else None
+        next_status = time.monotonic() + every if every else None
+        waitables = [self.listener] + ([self.counters_listener] if self.counters_listener is not None else [])
         while not self._stop_event.is_set():
-            if time.monotonic() - last_trim >= TRIM_EVERY:  # hand freed buffers back to the kernel
+            now = time.monotonic()
+            if now - last_trim >= TRIM_EVERY:  # hand freed buffers back to the kernel
                 release_free_memory()
-                last_trim = time.monotonic()
+                last_trim = now
+            if next_status is not None and now >= next_status:
+                print(status_line(self.stats.snapshot()), flush=True)
+                next_status = now + every
+            timeout = ACCEPT_POLL if next_status is None else max(0.0, min(ACCEPT_POLL, next_status - now))
+            try:
+                ready = wait_for(waitables + self._watched(), timeout=timeout)
+            except OSError:  # a sentinel closed under us: look again
+                ready = []
+            self._check_workers()
+            if self.counters_listener is not None and self.counters_listener in ready:
+                self._answer_counters()
+            if self.listener in ready:
+                self._accept_ready()
+
+    def _accept_ready(self) -> None:
+        for _ in range(ACCEPT_BURST):  # take what is queued, but let the loop look at deaths and stops
             try:
                 conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
+            except BlockingIOError:
+                return
             except OSError as exc:  # EMFILE and friends: back off, keep serving
                 log.warning("accept failed: %s", exc)
                 time.sleep(ACCEPT_POLL)
-                continue
-            conn.settimeout(None)
+                return
+            conn.setblocking(True)
             self.stats.add("connections")
             # Full = every worker busy *and* max_waiting queued.  Counting the sum, not just the
             # queue, keeps a connection still on its way to an idle worker from causing a BUSY.
@@ -140,20 +186,46 @@ class BaseServer:
             self.stats.add("waiting", 1)
             self.dispatch(conn)
 
+    def _answer_counters(self) -> None:
+        """One JSON line of counters to whoever connects to the counters listener, then close.
+
+        Answered by the accept loop itself, so the counters can be read while every worker is
+        busy (or dead), in any dialect, as often as a dashboard likes: a snapshot is a few
+        hundred bytes, which a fresh socket's send buffer always takes without blocking.
+        """
+        for _ in range(ACCEPT_BURST):
+            try:
+                conn, _ = self.counters_listener.accept()
+            except (BlockingIOError, OSError):
+                return
+            try:
+                snap = self.stats.snapshot()
+                snap.update({"model": self.config.model, "workers": self.config.workers, "pid": os.getpid()})
+                conn.setblocking(False)
+                conn.send(counters_line(snap))
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
     def shutdown(self) -> None:
-        """Stop accepting, let transfers finish within the grace period, abort the rest, stop workers."""
-        if self.listener is not None:
-            self.listener.close()
+        """Stop accepting, let transfers finish within the grace period, abort the rest, stop workers.
+
+        Never waits for a dead worker: deaths are reaped while waiting, and a server whose workers
+        are all gone has nobody left to wait for.
+        """
+        for listener in (self.listener, self.counters_listener):
+            if listener is not None:
+                listener.close()
         self._begin_stopping()
         end = (self._stop_time or time.monotonic()) + self.config.grace
         while time.monotonic() < end and (self.stats.get("active") > 0 or self.stats.get("waiting") > 0):
+            self._check_workers()
+            if not self._workers_alive():
+                break
             time.sleep(0.05)
         self._abort_and_join(timeout=5.0)
+        self._check_workers()
         removed = self.store.remove_stale_temp_files()
         if removed:
             log.warning("removed %d temporary file(s) of aborted uploads", removed)
-
-    def _print_status(self) -> None:
-        every = self.config.status_every
-        while not self._stop_event.wait(every):
-            print(status_line(self.stats.snapshot()), flush=True)

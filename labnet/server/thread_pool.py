@@ -1,25 +1,84 @@
-"""The thread-pool server: one process, a ``ThreadPoolExecutor`` of N workers.
+"""The thread-pool server: one process, a pool of N worker threads.
 
-The main thread accepts (``BaseServer.serve_forever``) and submits each
-connection to the pool; a pool thread serves the whole connection with
-``labnet.server.session.serve_connection``.  Connections beyond N wait in the
-executor's queue (counted as ``waiting``) until a thread is free -- that wait
-is the queueing the lab measures.  Threads suffice for this I/O-bound work
+The main thread accepts (``BaseServer.serve_forever``) and queues each
+connection; a pool thread serves the whole connection with
+``labnet.server.session.serve_connection``.  Connections beyond N wait in
+the queue (counted as ``waiting``) until a thread is free -- that wait is
+the queueing the lab measures.  Threads suffice for this I/O-bound work
 because socket, file and hashing calls release the GIL for large buffers.
+
+Handlers that go wrong
+----------------------
+* An exception that escapes a handler is logged with its traceback and the
+  thread goes on serving: the pool never shrinks silently.
+* Python threads cannot be killed, so the deadlines (idle limit, grace
+  period) are what bound a handler.  A handler that shows no progress (no
+  request, no byte counted) for longer than every deadline allows --
+  ``idle_timeout + grace + STUCK_MARGIN`` seconds -- is a bug: the watchdog
+  logs it loudly with the thread's stack, counts it (``stuck``) and starts a
+  replacement thread so the pool serves on (at most ``workers``
+  replacements in a server's life); a stuck thread that ever finishes
+  leaves instead of taking more work.  Pool threads are daemons: shutdown
+  waits ``grace`` for them and then ends even if one never returns.
 
 Must not import multiprocessing.
 """
 
 from __future__ import annotations
 
+import logging
+import queue
 import socket
+import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+import traceback
 
 from labnet.errors import Code
 from labnet.procutil import MANY_THREADS, keep_buffers_warm, limit_heap_fragmentation
 from labnet.server.base import BaseServer
 from labnet.server.session import Flags, refuse, serve_connection
+
+log = logging.getLogger("labnet.server")
+STUCK_MARGIN = 5.0  # seconds beyond every deadline before a silent handler is called stuck
+WATCH_EVERY = 1.0  # seconds between the watchdog's looks
+
+
+class _Handler:
+    """One pool thread's state, as the watchdog sees it."""
+
+    def __init__(self):
+        self.thread: threading.Thread | None = None
+        self.busy = False
+        self.beat = time.monotonic()  # last sign of progress while busy
+        self.reported = False  # already logged as stuck
+        self.retired = False  # replaced while stuck: leave after the current connection
+
+
+class _BeatStats:
+    """The server's counters as one handler sees them: every update is also a sign of life."""
+
+    def __init__(self, stats, handler: _Handler):
+        self._stats = stats
+        self._handler = handler
+
+    def add(self, field: str, amount: int = 1) -> None:
+        self._handler.beat = time.monotonic()
+        self._stats.add(field, amount)
+
+    def count(self, verb: str, ok: bool) -> None:
+        self._handler.beat = time.monotonic()
+        self._stats.count(verb, ok)
+
+    def request_started(self, verb: str) -> None:
+        self._handler.beat = time.monotonic()
+        self._stats.request_started(verb)
+
+    def get(self, field: str) -> int:
+        return self._stats.get(field)
+
+    def snapshot(self) -> dict:
+        return self._stats.snapshot()
 
 
 class ThreadPoolServer(BaseServer):
@@ -33,22 +92,98 @@ class ThreadPoolServer(BaseServer):
             limit_heap_fragmentation()
         else:  # few threads: reuse freed chunk buffers instead of faulting fresh pages in
             keep_buffers_warm()
-        self._pool = ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="labnet-worker")
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._handlers: list[_Handler] = []
+        self._handlers_lock = threading.Lock()
+        self.replacements = 0
+        self.handler_errors = 0
+        for _ in range(self.config.workers):
+            self._spawn()
+        self._watchdog = threading.Thread(target=self._watch, name="labnet-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def _spawn(self) -> None:
+        handler = _Handler()
+        with self._handlers_lock:
+            index = len(self._handlers)
+            self._handlers.append(handler)
+        handler.thread = threading.Thread(target=self._loop, args=(handler,), name=f"labnet-worker-{index}",
+                                          daemon=True)  # fmt: skip
+        handler.thread.start()
 
     def dispatch(self, conn: socket.socket) -> None:
-        self._pool.submit(self._work, conn)
+        self._queue.put(conn)
 
-    def _work(self, conn: socket.socket) -> None:
-        self.stats.add("waiting", -1)
+    def _loop(self, handler: _Handler) -> None:
+        stats = _BeatStats(self.stats, handler)
+        while not handler.retired:
+            conn = self._queue.get()
+            if conn is None:  # shutdown
+                return
+            handler.busy, handler.beat = True, time.monotonic()
+            try:
+                self._work(conn, stats)
+            except BaseException:  # serve_connection catches what it expects: this is a bug, keep serving
+                self.handler_errors += 1
+                log.exception("a connection handler raised; the thread serves on")
+            finally:
+                handler.busy = False
+
+    def _work(self, conn: socket.socket, stats) -> None:
+        stats.add("waiting", -1)
         if self._stopping.is_set():
             refuse(conn, Code.SHUTDOWN, "server is shutting down")
             return
-        serve_connection(conn, self.store, self.stats, self.config, self._flags)
+        serve_connection(conn, self.store, stats, self.config, self._flags)
+
+    def stuck_after(self) -> float:
+        return self.config.idle_timeout + self.config.grace + STUCK_MARGIN
+
+    def _watch(self) -> None:
+        while not self._aborting.wait(WATCH_EVERY):
+            limit = self.stuck_after()
+            now = time.monotonic()
+            with self._handlers_lock:
+                handlers = list(self._handlers)
+            for h in handlers:
+                if h.busy and not h.reported and now - h.beat > limit:
+                    self._report_stuck(h, now - h.beat)
+
+    def _report_stuck(self, handler: _Handler, silent: float) -> None:
+        handler.reported = True
+        self.stats.add("stuck")
+        frame = sys._current_frames().get(handler.thread.ident)
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no stack)"
+        replace = self.replacements < self.config.workers and not self._stopping.is_set()
+        log.error("BUG: handler thread %s shows no progress for %.0f s, past every deadline (idle %g s + grace "
+                  "%g s); %s. Its stack:\n%s", handler.thread.name, silent, self.config.idle_timeout,
+                  self.config.grace, "starting a replacement thread" if replace else "no replacement left",
+                  stack)  # fmt: skip
+        if replace:
+            handler.retired = True
+            self.replacements += 1
+            self._spawn()
 
     def _begin_stopping(self) -> None:
         self._stopping.set()
 
     def _abort_and_join(self, timeout: float) -> None:
         self._aborting.set()
-        # Every wait in a worker is sliced (labnet.transport.channel.POLL), so this ends promptly.
-        self._pool.shutdown(wait=True, cancel_futures=False)
+        with self._handlers_lock:
+            handlers = list(self._handlers)
+        for _ in handlers:
+            self._queue.put(None)
+        # Every wait in a worker is sliced (labnet.transport.channel.POLL), so this ends promptly;
+        # a handler that does not is stuck, and as a daemon it will not hold the process.
+        end = time.monotonic() + timeout
+        for h in handlers:
+            h.thread.join(max(0.0, end - time.monotonic()))
+            if h.thread.is_alive():
+                log.error("handler thread %s did not stop within %g s; leaving it", h.thread.name, timeout)
+        while True:  # connections nobody took: tell them
+            try:
+                conn = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if conn is not None:
+                refuse(conn, Code.SHUTDOWN, "server is shutting down")

@@ -18,9 +18,11 @@ from hypothesis import strategies as st
 from labnet.errors import Code, PeerError, RemoteError
 from labnet.protocol.messages import (
     GREETING,
+    ListHeader,
     Reply,
     Request,
     err,
+    list_reply,
     ok,
     parse_listing_line,
     parse_reply,
@@ -459,6 +461,33 @@ def test_parse_listing_line():
     for bad in ("", "12", "x a.txt", "-1 a", "12 "):
         with pytest.raises(PeerError):
             parse_listing_line(bad)
+
+
+def test_list_header_says_how_many_entries_are_hidden_only_when_some_are():
+    assert ListHeader(3).to_line() == b"OK 3 files\r\n"
+    assert ListHeader(3, 0).to_line() == b"OK 3 files\r\n"
+    assert ListHeader(3, 2).to_line() == b"OK 3 files 2 hidden\r\n"
+    for line, header in [("OK 3 files", ListHeader(3, 0)), ("OK 3 files 2 hidden", ListHeader(3, 2)),
+                         ("OK 0 files 7 hidden", ListHeader(0, 7)),
+                         ("OK 1 files 2 hidden 9 later", ListHeader(1, 2))]:  # fmt: skip
+        assert ListHeader.parse(parse_reply(line)) == header
+    for bad in ("OK SEND 5", "OK 3", "OK x files", "OK 3 files x hidden"):
+        with pytest.raises(PeerError):
+            ListHeader.parse(parse_reply(bad))
+
+
+def test_list_reply_is_well_formed_whatever_it_is_given():
+    """An entry that could not be requested back as written is counted as hidden, never written:
+    a line break would add a line, a space would make the name two words, bad bytes would not encode."""
+    files = [("a.txt", 1), ("new\nline", 2), ("cr\rx", 2), ("two words", 3), ("bad\udcff", 4),
+             ("cafe\u0301", 5), (".dot", 6), ("rtl\u202ex", 7), ("neg", -1), ("b.txt", 0)]  # fmt: skip
+    reply = list_reply(files, hidden=1)
+    assert reply == b"OK 2 files 9 hidden\r\n1 a.txt\r\n0 b.txt\r\n"
+    assert list_reply([]) == b"OK 0 files\r\n"
+    assert list_reply([("a.txt", 1)], hidden=2) == b"OK 1 files 2 hidden\r\n1 a.txt\r\n"
+    # An older client reads only the first number: it still finds exactly that many lines.
+    lines = reply.split(b"\r\n")
+    assert lines[-1] == b"" and len(lines) - 2 == int(lines[0].split()[1])
 
 
 # --------------------------------------------------------------------------

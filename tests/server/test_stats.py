@@ -97,9 +97,9 @@ def test_exact_across_threads():
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_exact_across_processes(method):
     ctx = multiprocessing.get_context(method)
-    s = Stats(mp_context=ctx)
     n, procs = (5000, 4) if method == "fork" else (2000, 2)
-    workers = [ctx.Process(target=_hammer, args=(s, n)) for _ in range(procs)]
+    s = Stats(mp_context=ctx, slots=procs + 1)  # row 0 for this process, one row per worker
+    workers = [ctx.Process(target=_hammer, args=(s.writer(k + 1), n)) for k in range(procs)]
     for w in workers:
         w.start()
     _hammer(s, n)  # the parent updates at the same time

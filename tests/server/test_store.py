@@ -1,13 +1,18 @@
-"""The file store (labnet.server.store): files appear whole or not at all, and only inside the root."""
+"""The file store (labnet.server.store): files appear whole or not at all, and only inside the root;
+of a folder others write to, only regular files with valid names are listed, opened, replaced or deleted."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 import threading
 
 import pytest
+from test_folder import CAFE_NFC, CAFE_NFD, ODD, ODD_IDS, Odd, make_odd_folder, promptly, snapshot
 
 from labnet.errors import Code, LocalError, PeerError
+from labnet.protocol.names import check_name
 from labnet.server.store import TEMP_PREFIX, TEMP_SUFFIX, FileStore
 
 
@@ -110,13 +115,14 @@ def test_stale_temp_files_are_removed_when_a_store_opens(tmp_path):
     assert sorted(os.listdir(root)) == [".other-dotfile", "keep.txt"]
 
 
-def test_list_shows_regular_files_only_sorted(store):
+def test_list_shows_servable_files_only_sorted(store):
     put(store, "b.txt", b"bb")
     put(store, "a.txt", b"")
     (store.root / "sub").mkdir()
     (store.root / ".hidden").write_bytes(b"h")
-    (store.root / "link").symlink_to(store.root / "a.txt")
-    assert store.list() == [("a.txt", 0), ("b.txt", 2)]
+    (store.root / "link").symlink_to(store.root / "b.txt")  # a link to a file of the folder is served
+    assert store.list() == [("a.txt", 0), ("b.txt", 2), ("link", 2)]
+    assert store.listing() == ([("a.txt", 0), ("b.txt", 2), ("link", 2)], 1)  # the folder; not the dot-file
 
 
 def test_open_read_and_missing_files(store):
@@ -259,3 +265,152 @@ def test_concurrent_uploads_of_one_name_never_mix(store):
     assert (store.root / "shared.bin").read_bytes() in contents
     assert seen and seen <= contents  # never a mix, never a partial file
     assert entries(store) == ["shared.bin"]
+
+
+# --------------------------------------------------------------------------
+# A folder written by others too (issue 10, family 2): every kind of entry and
+# every odd name the file system allows.  The folder (ODD, make_odd_folder) is
+# defined in tests/server/test_folder.py, which serves it over the wire.
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def odd(tmp_path):
+    """``(store, made)``: a store on a folder holding every entry of ``ODD`` that could be made."""
+    root = tmp_path / "root"
+    root.mkdir()
+    made = make_odd_folder(root)
+    return FileStore(root), made
+
+
+def _made(odd, entry: Odd) -> Odd:
+    if entry not in odd[1]:
+        pytest.skip(f"cannot make a {entry.make} here (mknod needs privileges)")
+    return entry
+
+
+def test_listing_of_an_odd_folder_shows_what_is_served_and_counts_the_rest(odd):
+    store, made = odd
+    listing = store.listing()
+    assert listing.files == sorted((o.request, len(o.data)) for o in made if o.listed)
+    assert listing.hidden == sum(o.counted for o in made) > 20
+    assert store.list() == listing.files
+
+
+@pytest.mark.parametrize("entry", ODD, ids=ODD_IDS)
+def test_open_read_serves_or_refuses_each_entry_at_once(odd, entry):
+    store, _ = odd
+    _made(odd, entry)
+    if entry.error is None:
+        f, size = promptly(lambda: store.open_read(entry.request), store.root)
+        with f:
+            assert (f.read(), size) == (entry.data, len(entry.data))
+            assert os.get_blocking(f.fileno())  # O_NONBLOCK served the open only
+        return
+    with pytest.raises(PeerError) as info:
+        promptly(lambda: store.open_read(entry.request), store.root)
+    assert info.value.code is entry.error[0]
+    assert entry.error[1] in info.value.message
+
+
+@pytest.mark.parametrize("entry", ODD, ids=ODD_IDS)
+def test_delete_removes_only_a_regular_file_with_a_valid_name(odd, entry):
+    store, _ = odd
+    _made(odd, entry)
+    before = snapshot(store.root)
+    if entry.make == "file" and entry.error is None:
+        promptly(lambda: store.delete(entry.request), store.root)
+        gone = os.fsencode(check_name(entry.request))  # the NFC spelling is the one name
+        assert snapshot(store.root) == {n: v for n, v in before.items() if n != gone}
+        return
+    expected = (Code.NOT_FOUND, "symbolic link") if entry.listed else entry.error
+    with pytest.raises(PeerError) as info:
+        promptly(lambda: store.delete(entry.request), store.root)
+    assert info.value.code is expected[0] and expected[1] in info.value.message
+    assert snapshot(store.root) == before  # never touched
+
+
+UPLOAD_REFUSED = {"fifo": "a FIFO", "socket": "a UNIX socket", "chardev": "a character device",
+                  "blockdev": "a block device", "folder": "a folder", "link": "a symbolic link"}  # fmt: skip
+
+
+@pytest.mark.parametrize("entry", ODD, ids=ODD_IDS)
+def test_upload_replaces_only_a_regular_file_and_publishes_the_nfc_name(odd, entry):
+    store, _ = odd
+    _made(odd, entry)
+    before = snapshot(store.root)
+    if entry.error is not None and entry.error[0] is Code.BAD_NAME:
+        refused = entry.error
+    elif entry.make in UPLOAD_REFUSED:
+        refused = (Code.BAD_NAME, UPLOAD_REFUSED[entry.make])
+    else:
+        refused = None
+    if refused is not None:
+        with pytest.raises(PeerError) as info:
+            store.begin_upload(entry.request, 3)
+        assert info.value.code is refused[0] and refused[1] in info.value.message
+        assert snapshot(store.root) == before
+        return
+    put(store, entry.request, b"new")
+    name = check_name(entry.request)
+    assert (store.root / name).read_bytes() == b"new" and not (store.root / name).is_symlink()
+    after = snapshot(store.root)
+    assert {n: v for n, v in after.items() if n != os.fsencode(name)} == {
+        n: v for n, v in before.items() if n != os.fsencode(name)}  # fmt: skip
+    assert (name, 3) in store.list()
+
+
+def test_a_fifo_made_under_the_name_during_an_upload_is_replaced_not_opened(store):
+    up = store.begin_upload("late.bin", 3)
+    up.write(b"abc")
+    os.mkfifo(store.root / "late.bin")  # another program, between the check and the publish
+    promptly(up.commit, store.root)
+    assert (store.root / "late.bin").read_bytes() == b"abc"
+    assert store.temp_files() == []
+
+
+@pytest.mark.parametrize("swap", ["fifo", "symlink"])
+def test_open_read_judges_what_it_opened_not_what_it_looked_at(store, monkeypatch, swap, tmp_path):
+    """Another program replaces the file between the store's look (lstat) and its open: the
+    open must neither block (a FIFO) nor follow (a link), and must refuse what it got."""
+    put(store, "f.bin", b"data")
+    path = store.root / "f.bin"
+    (tmp_path / "secret.txt").write_bytes(b"top secret")
+    real_lstat = os.lstat
+
+    def lstat_then_swap(p, *a, **kw):
+        st = real_lstat(p, *a, **kw)
+        if os.fspath(p) == os.fspath(path) and stat.S_ISREG(st.st_mode):
+            stand_in = store.root / ".swap"
+            os.mkfifo(stand_in) if swap == "fifo" else os.symlink(tmp_path / "secret.txt", stand_in)
+            os.replace(stand_in, path)
+        return st
+
+    monkeypatch.setattr(os, "lstat", lstat_then_swap)
+    with pytest.raises(PeerError) as info:
+        promptly(lambda: store.open_read("f.bin"), store.root)
+    monkeypatch.undo()
+    assert info.value.code is Code.NOT_FOUND
+    assert ("a FIFO" if swap == "fifo" else "a symbolic link") in info.value.message
+
+
+def test_a_decomposed_request_reaches_the_composed_file_only(store):
+    (store.root / CAFE_NFD).write_bytes(b"decomposed, by hand")
+    with pytest.raises(PeerError) as info:
+        store.open_read(CAFE_NFD)
+    assert info.value.code is Code.NOT_FOUND  # asked as NFC: the NFD entry is another name
+    put(store, CAFE_NFD, b"uploaded")  # stored under the NFC spelling
+    assert sorted(os.listdir(store.root)) == sorted([CAFE_NFC, CAFE_NFD])
+    assert (store.root / CAFE_NFD).read_bytes() == b"decomposed, by hand"  # never touched
+    assert store.listing() == ([(CAFE_NFC, 8)], 1)
+    assert store.path_for(CAFE_NFD) == store.root / CAFE_NFC
+    f, size = store.open_read(CAFE_NFD)
+    with f:
+        assert f.read() == b"uploaded"
+
+
+def test_listing_a_folder_that_is_gone_is_a_storage_error(store):
+    shutil.rmtree(store.root)
+    with pytest.raises(LocalError) as info:
+        store.listing()
+    assert info.value.code is Code.STORAGE
