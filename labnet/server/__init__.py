@@ -49,7 +49,11 @@ def _watch_parent(server: BaseServer, parent_pid: int) -> None:
 
 
 def run_server(config: ServerConfig) -> int:
-    """Run a server in this process until SIGINT/SIGTERM; the CLI's ``labnet server``.
+    """Run a server in this process until SIGINT/SIGTERM/SIGHUP; the CLI's ``labnet server``.
+
+    SIGHUP (the terminal it ran in was closed) stops it like SIGTERM: a graceful stop, the
+    temporary files of unfinished uploads removed.  Its default action would kill it on the
+    spot and leave them behind.  Process-model workers ignore SIGHUP: the parent decides.
 
     When started by ``labnet.measure.launcher`` (``LABNET_PARENT_PID`` set), the server
     also stops when its launcher dies: a parent-death signal (prctl) where the
@@ -71,7 +75,10 @@ def run_server(config: ServerConfig) -> int:
         print(f"[labnet] {signal.Signals(signum).name}: stopping (grace {config.grace:g} s)", flush=True)
         server.request_stop()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop_signals = [signal.SIGINT, signal.SIGTERM]
+    if hasattr(signal, "SIGHUP"):  # not on Windows
+        stop_signals.append(signal.SIGHUP)
+    previous = {s: signal.signal(s, on_signal) for s in stop_signals}
     try:
         if config.host not in LOOPBACK_HOSTS:
             print(f"WARNING: listening on {config.host}: anyone who can reach this host can list, "

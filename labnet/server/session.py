@@ -105,27 +105,22 @@ def serve_connection(sock: socket.socket, store: FileStore, stats: Stats, config
     chan = Channel(sock, MAX_LINE, idle=config.idle_timeout, should_abort=flags.aborting)
     stats.add("active", 1)
     linger = False
-    unacked = 0  # reply bytes the client had not yet acknowledged at the last deadline
     try:
         chan.send(GREETING_LINE)
         while not flags.stopping():
             deadline = time.monotonic() + config.idle_timeout
             try:
-                event = chan.next_event(deadline=deadline, stop=flags.stopping)
+                # Our last send() returning only means the reply is in kernel buffers: a slow client
+                # may read a download for seconds more, and only then send its next request.  Idle is
+                # the client's inactivity, so its reading (as TCP shows it) restarts the deadline.
+                event = chan.next_event(deadline=deadline, stop=flags.stopping, watch_output=True)
             except LocalError as exc:  # shutting down while the client was idle
                 _send_quietly(chan, err(exc.code, exc.message))
                 return
             except PeerError as exc:
                 if exc.code == Code.TIMEOUT:
-                    # Our last send() returning only means the reply is in kernel buffers: a slow
-                    # client may still be reading a download.  It is not idle while the bytes it
-                    # has not acknowledged keep shrinking; then the deadline starts over.
-                    left = _unacknowledged(sock)
-                    if 0 < left and (unacked == 0 or left < unacked):
-                        unacked = left
-                        continue
                     stats.add("timeouts")
-                    if left == 0:  # a client that stopped reading would never see it; the send could block
+                    if _unacknowledged(sock) == 0:  # a client that stopped reading would never see it; the send could block
                         _send_quietly(chan, err(Code.TIMEOUT, f"closing idle connection after {config.idle_timeout:g} s"))
                     return
                 stats.count("INVALID", ok=False)
@@ -136,7 +131,6 @@ def serve_connection(sock: socket.socket, store: FileStore, stats: Stats, config
                 continue
             if event is CLOSED:
                 return
-            unacked = 0
             outcome = _serve_request(event.text, chan, store, stats, config, flags)
             if outcome != KEEP:
                 linger = outcome == LINGER
@@ -196,7 +190,7 @@ def _serve_request(text: str, chan, store, stats, config, flags) -> str:
         request = parse_request(text)
         verb = request.verb
         if verb == "LIST":
-            chan.send(list_reply(store.list()))
+            chan.send(list_reply(*store.listing()))
         elif verb == "STATS":
             snap = stats.snapshot()
             snap.update(server_info(config))
@@ -207,7 +201,9 @@ def _serve_request(text: str, chan, store, stats, config, flags) -> str:
         elif verb == "QUIT":
             chan.send(BYE)
             stats.count(verb, ok=True)
-            return CLOSE
+            # Not CLOSE: whatever the client sent after QUIT would be unread at close, the kernel would
+            # answer with a reset, and that can destroy replies not yet delivered, OK BYE included.
+            return LINGER
         elif verb == "DOWNLOAD":
             _download(request, chan, store, stats)
         elif verb == "UPLOAD":

@@ -9,6 +9,7 @@ noisy); the lower bounds are exact because the server's clock starts after our c
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import select
 import socket
@@ -173,3 +174,67 @@ def test_slow_but_progressing_transfers_survive(start_server, model, client_dirs
         assert c.stats()["timeouts"] == 0
     assert folder_state(srv.root) == {"down.bin": down, "up.bin": up}
     assert temp_files(srv.root) == []
+
+
+STEADY_CHUNK = 64 * 1024
+# One read of STEADY_CHUNK every period: 3.2, 2.4 and 4.1 MB/s.  Before the fix the server looked
+# at its unacknowledged output once per idle period, counted from when its last send() returned
+# (with ~2.9 MB still queued), and closed the connection when that look fell in the few tenths of
+# a second between the client's kernel acknowledging the last byte and the client reading it.
+# Measured here: every run at 3.2 MB/s, none at 2.6 or 4.1; the other rates move that moment for
+# machines whose buffers hold more or less than this one's.
+STEADY_PERIODS = (0.020, 0.027, 0.016)
+
+
+def _read_steadily(w: Wire, n: int, chunk: int, period: float) -> str:
+    """Read exactly ``n`` body bytes, one ``recv(chunk)`` every ``period`` s on a fixed schedule
+    (a steady reader, never a pause); return their SHA-256."""
+    digest = hashlib.sha256(w.buf[:n])
+    got, w.buf = min(len(w.buf), n), w.buf[n:]
+    due = time.monotonic()
+    while got < n:
+        due += period
+        pause = due - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        data = w.sock.recv(min(chunk, n - got))
+        assert data, f"server closed the connection after {got} of {n} body bytes"
+        digest.update(data)
+        got += len(data)
+    return digest.hexdigest()
+
+
+def test_steady_slow_reader_is_never_idle(start_server, model, client_dirs):
+    """A client reading a long download steadily is never closed as idle, nor is its next request.
+
+    The body is several times what the kernel buffers hold, so the server's last send() returns
+    while ~3 MB of reply are still on their way, about a second of reading.  The client's 1 MiB
+    receive buffer (SO_RCVBUF 512 KiB, doubled by the kernel) holds what its kernel has already
+    acknowledged but the client has not read yet: a few tenths of a second during which the
+    server sees no unacknowledged output and, before the fix, no activity either.
+    """
+    files, _ = client_dirs
+    data = os.urandom(6_000_000)
+    (files / "big.bin").write_bytes(data)
+    srv = start_server(model, workers=2, idle_timeout=IDLE)  # a spare worker: nothing waits in the queue
+    with Client(*srv.address, timeout=10) as c:
+        c.upload(files / "big.bin", encoding="raw")
+    want = hashlib.sha256(data).hexdigest()
+    with Wire(srv.address, timeout=10, rcvbuf=512 * 1024) as w:
+        before = "no download"
+        for period in STEADY_PERIODS:
+            w.send(b"DOWNLOAD big.bin raw\r\n")  # the next request, sent as soon as the last reply was read
+            header = w.line()
+            assert header == f"OK {len(data)} raw {len(data)}", f"request after {before}: {header!r}"
+            before = f"a download read every {period} s"
+            t0 = time.monotonic()
+            assert _read_steadily(w, len(data), STEADY_CHUNK, period) == want
+            assert w.line() == f"SHA256 {want}"
+            print(f"\n[{model}] read {len(data)} B in {time.monotonic() - t0:.2f} s, one {STEADY_CHUNK} B read "
+                  f"every {period} s (idle timeout {IDLE} s)")  # fmt: skip
+        w.send(b"STATS\r\n")
+        reply = w.line()
+    assert reply.startswith("OK {"), f"request after {before}: {reply!r}"
+    snap = json.loads(reply[3:])
+    assert snap["timeouts"] == 0
+    assert (snap["verbs"]["DOWNLOAD"]["ok"], snap["verbs"]["DOWNLOAD"]["failed"]) == (len(STEADY_PERIODS), 0)
