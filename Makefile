@@ -41,6 +41,7 @@ test-browser: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/transfer.py
 	$(PY) bench/matrix.py
+	$(PY) bench/dialects.py
 
 soak: $(STAMP)
 	$(PY) bench/soak.py

@@ -7,15 +7,15 @@ in this list (``tests/test_layers.py`` checks it):
 * ``protocol/``  -- the sans-IO core: wire grammar, receiver, codec, name rule, console lines
 * ``transport/`` -- blocking-socket glue: channel, body transfer, hashing helpers, remembered digests
 * ``server/``    -- the accept loop, its thread and process models, one connection's session, store, counters
-* ``client``     -- the client
+* ``client/``    -- the clients: labnet's own protocol, and the students' dialects
 * ``measure/``   -- the lab's measuring tools: launcher, test files, stress runner, the ETS matrix
 * ``notebook/``  -- what only the notebooks use: dashboard, lessons, environment check (ipywidgets lives here)
 * ``procutil``   -- process and memory helpers of the operating system (imports nothing of labnet)
 * ``cli``        -- ``labnet`` / ``python -m labnet``
 
 The names documented for students' own code are importable from ``labnet``
-itself: ``Client``, ``TransferResult``, ``BackgroundServer``, ``stress``
-(``stress.run``), ``run_matrix``, ``ServerConfig``, ``make_test_file``,
+itself: ``Client``, ``TransferResult``, ``StudentClient``, ``BackgroundServer``,
+``stress`` (``stress.run``), ``run_matrix``, ``probe``, ``ServerConfig``, ``make_test_file``,
 ``parse_size``, ``size_label``, ``quick_mode``.  They are loaded on first use
 (PEP 562 ``__getattr__``), so that ``import labnet.protocol`` stays as light
 as the protocol layer and loads no socket code.
@@ -31,6 +31,8 @@ __version__ = "1.0.0"
 _PUBLIC = {
     "Client": ("labnet.client", "Client"),
     "TransferResult": ("labnet.client", "TransferResult"),
+    "StudentClient": ("labnet.client", "StudentClient"),
+    "probe": ("labnet.measure.probe", "probe"),
     "BackgroundServer": ("labnet.measure.launcher", "BackgroundServer"),
     "stress": ("labnet.measure.stress", None),
     "run_matrix": ("labnet.measure.matrix_run", "run_matrix"),

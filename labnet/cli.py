@@ -14,7 +14,7 @@ import json
 import logging
 import sys
 
-from labnet.client import Client
+from labnet.client import StudentClient, open_client
 from labnet.config import (
     CLIENT_POOLS,
     DEFAULT_HOST,
@@ -29,7 +29,9 @@ from labnet.errors import LabnetError, UsageError
 from labnet.measure import stress
 from labnet.measure.files import DEFAULT_SIZES, make_test_files
 from labnet.measure.matrix_run import run_matrix
+from labnet.measure.probe import probe
 from labnet.measure.progress import byte_bar
+from labnet.protocol.dialects import DIALECTS
 from labnet.server import run_server
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
@@ -74,6 +76,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _add_dialect(p) -> None:
+    p.add_argument("--dialect", choices=DIALECTS, default="labnet",
+                   help="the server's wire dialect: labnet (default), course or sentinel (a student's server)")
+    p.add_argument("--profile", default=None,
+                   help="the server's variants: a built-in profile name or a TOML file (see README)")
+
+
 def _add_address(p, with_json=True):
     p.add_argument("--host", default=DEFAULT_HOST, help=f"server address (default {DEFAULT_HOST})")
     p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
@@ -110,21 +119,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list the server's files")
     _add_address(p)
+    _add_dialect(p)
     p = sub.add_parser("stats", help="show the server's counters")
     _add_address(p)
     p = sub.add_parser("delete", help="delete a file on the server")
     p.add_argument("name")
     _add_address(p)
+    _add_dialect(p)
     p = sub.add_parser("upload", help="upload a file")
     p.add_argument("path")
     p.add_argument("--name", help="name on the server (default: the file's name)")
     p.add_argument("--encoding", choices=ENCODINGS, default="b64")
     _add_address(p)
+    _add_dialect(p)
     p = sub.add_parser("download", help="download a file (verified before it appears)")
     p.add_argument("name")
     p.add_argument("--dest", default="client_downloads", help="folder to write into")
     p.add_argument("--encoding", choices=ENCODINGS, default="b64")
     _add_address(p)
+    _add_dialect(p)
+
+    p = sub.add_parser("probe", help="check that a server speaks its dialect: a pass/fail table in seconds")
+    _add_address(p)
+    _add_dialect(p)
+    p.add_argument("--server-root", default=None, help="the server's folder, when on this machine (checks uploads)")
+    p.set_defaults(func=_run_probe)
 
     p = sub.add_parser("make-files", help="write the test files (10MB, 50MB, 100MB by default)")
     p.add_argument("--sizes", default=",".join(DEFAULT_SIZES), help="comma-separated sizes; MB = 10^6 bytes")
@@ -136,7 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _client(args):
-    return Client(args.host, args.port, timeout=args.timeout)
+    return open_client(getattr(args, "dialect", "labnet"), getattr(args, "profile", None), args.host, args.port,
+                       timeout=args.timeout)  # fmt: skip
+
+
+def _run_probe(args) -> int:
+    result = probe(args.dialect, args.host, args.port, profile=args.profile, timeout=args.timeout,
+                   server_root=args.server_root)  # fmt: skip
+    print(json.dumps(result.to_dict(), sort_keys=True) if args.json else result.format())
+    return 0 if result.ok else EXIT_FAILED
 
 
 def _emit(args, obj, human: str) -> None:
@@ -164,6 +191,8 @@ def run(args) -> int:
             print(f"{p} {p.stat().st_size} bytes")
         return 0
     with _client(args) as client:
+        if isinstance(client, StudentClient):
+            return _student_command(client, args)
         if cmd == "list":
             files = client.list()
             _emit(args, {"files": [{"name": n, "size": s} for n, s in files]},
@@ -179,6 +208,32 @@ def run(args) -> int:
             _emit(args, result.to_dict(),
                   f"{result.op} {result.name}: {result.bytes} bytes in {result.seconds:.3f} s "
                   f"({result.throughput / 1e6:.1f} MB/s), sha256 {result.sha256[:16]}... verified")  # fmt: skip
+    return 0
+
+
+def _student_command(client, args) -> int:
+    """list/upload/download/delete in a student's dialect: what moved and what the server said, with
+    no claim of success a digest did not show (``labnet probe`` and ``labnet stress`` compare digests)."""
+    cmd = args.command
+    if cmd == "list":
+        names = client.list()
+        _emit(args, {"files": [{"name": n} for n in names]}, "\n".join(names) or "(no files)")
+    elif cmd == "delete":
+        said = client.delete(args.name)
+        _emit(args, {"deleted": args.name, "server_said": said}, f"the server said: {said!r}")
+    elif cmd == "stats":
+        raise UsageError("only labnet's servers answer STATS")
+    else:
+        with byte_bar(desc=cmd, disable=args.json, delay=0.5) as bar:
+            if cmd == "upload":
+                r = client.upload(args.path, name=args.name, progress=bar.add)
+            else:
+                r = client.download(args.name, args.dest, progress=bar.add)
+        what = ("sent; the server said " + repr(r.server_said) + " -- not verified: labnet probe or labnet "
+                "stress --server-root compare what it stored") if cmd == "upload" else (
+                "received (compare its SHA-256 with your copy)" + (f"; {r.findings}" if r.findings else ""))
+        _emit(args, r.to_dict(), f"{r.op} {r.name}: {r.bytes} bytes in {r.seconds:.3f} s, sha256 {r.sha256[:16]}... "
+                                 f"{what}")  # fmt: skip
     return 0
 
 
@@ -215,7 +270,12 @@ def _add_stress(sub) -> None:
     p.add_argument("--start-method", choices=["spawn", "forkserver", "fork"], default=None,
                    help="start method of worker processes (default spawn)")  # fmt: skip
     p.add_argument("--csv", action="store_true", help="print the per-worker table as CSV on stdout")
+    p.add_argument("--server-root", default=None,
+                   help="a student server's folder on this machine: uploads are verified by hashing what it stored")
+    p.add_argument("--no-verify", action="store_true",
+                   help="without --server-root, do not download uploads back to check them (they stay unverified)")
     _add_address(p)
+    _add_dialect(p)
     p.set_defaults(func=_run_stress)
 
 
@@ -226,7 +286,8 @@ def _run_stress(args) -> int:
                  encoding=args.encoding, timeout=args.timeout, time_limit=args.time_limit or 1800.0,
                  files_dir=args.files, downloads_dir=args.dest, keep_downloads=not args.no_keep,
                  progress=not args.no_progress, per_worker_bars=args.per_worker_bars,
-                 start_method=args.start_method)  # fmt: skip
+                 start_method=args.start_method, dialect=args.dialect, profile=args.profile,
+                 server_root=args.server_root, verify_uploads=not args.no_verify)  # fmt: skip
     if args.json:
         print(result.to_json())
     elif args.csv:

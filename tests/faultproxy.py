@@ -80,7 +80,10 @@ def upload_by_hand(address, name: str, size: int, encoding: str, wire: bytes, di
     (so they reach the server in its read of the line); returns the final reply line."""
     with socket.create_connection(address, timeout=10) as s:
         f = s.makefile("rb")
-        assert f.readline().startswith(b"OK LABNET")
+        greeting = f.readline()
+        while greeting.startswith(b"OK LABNET 1 QUEUED"):
+            greeting = f.readline()
+        assert greeting.startswith(b"OK LABNET 1 READY")
         s.sendall(f"UPLOAD {name} {size} {encoding}\r\n".encode() + wire[:first])
         assert f.readline() == f"OK SEND {len(wire)}\r\n".encode()
         s.sendall(wire[first:] + f"SHA256 {digest}\r\n".encode())

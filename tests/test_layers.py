@@ -211,7 +211,7 @@ def labnet_modules(loaded):
 
 
 @pytest.mark.parametrize("module", ["labnet.protocol", "labnet.protocol.receiver", "labnet.protocol.messages",
-                                    "labnet.protocol.console"])  # fmt: skip
+                                    "labnet.protocol.console", "labnet.protocol.dialects"])  # fmt: skip
 def test_the_protocol_loads_only_itself_errors_and_config(module):
     loaded = loaded_by(module)
     extra = {m for m in labnet_modules(loaded) if not m.startswith("labnet.protocol")} - {
@@ -258,7 +258,7 @@ MUST_NOT_IMPORT = {
     "labnet.server.thread_pool": {"multiprocessing"},
     "labnet.server.stats": {"socket"},
     "labnet.server.store": {"socket", "threading"},
-    "labnet.client": {"threading", "multiprocessing"},
+    "labnet.client.*": {"threading", "multiprocessing"},
     "labnet.measure.matrix_table": {"socket", "threading", "multiprocessing"},
     "labnet.measure.matrix_plan": {"socket", "threading", "multiprocessing"},
     "labnet.measure.stress_report": {"socket", "threading", "multiprocessing", "tqdm", "matplotlib", "IPython"},

@@ -54,6 +54,7 @@ from labnet.protocol.messages import (
     SendReply,
     StoredReply,
     parse_listing_line,
+    parse_queued,
     parse_reply,
     parse_stats,
 )
@@ -115,6 +116,7 @@ class Client:
         self._chan: Channel | None = None
         self.wait_seconds = 0.0  # connect until the server started on us
         self.connect_seconds = 0.0
+        self.queue_position: int | None = None  # where the server queued our last connection (None: not queued)
         self.last_list_hidden = 0  # entries the server's last LIST left out (see list())
 
     # -- connection ------------------------------------------------------------
@@ -132,10 +134,25 @@ class Client:
         if self.should_abort is not None:
             chan.should_abort = self.should_abort
         try:
-            line = self._line(chan, deadline=time.monotonic() + self.wait_timeout, idle=False)
+            # A labnet server greets at once, or says at once that the connection is queued; then the
+            # greeting may take as long as the queue (wait_timeout).  Silence is not a queue.
+            first = min(self.timeout, self.wait_timeout)
+            try:
+                line = self._line(chan, deadline=time.monotonic() + first, idle=False)
+            except PeerError as exc:
+                if exc.code != Code.TIMEOUT:
+                    raise
+                raise TimeoutError(f"no labnet greeting from {self.host}:{self.port} within {first:g} s: is it a "
+                                   f"labnet server? ('labnet probe --host {self.host} --port {self.port}' "
+                                   "says which dialect it speaks)") from None  # fmt: skip
+            position = parse_queued(line)
+            if position is not None:
+                self.queue_position = position
+                line = self._line(chan, deadline=time.monotonic() + self.wait_timeout, idle=False)
             parse_reply(line)  # raises RemoteError for ERR BUSY / SHUTDOWN
             if line != GREETING:
-                raise PeerError(f"not a labnet server (greeting {line[:60]!r})")
+                raise PeerError(f"not a labnet server (greeting {line[:60]!r}); 'labnet probe' says which "
+                                "dialect it speaks")  # fmt: skip
         except BaseException:
             sock.close()
             raise

@@ -115,6 +115,7 @@ class BackgroundServer:
                     self.port = ready[1]
                     self.counters_address = parse_counters_address(line)
                     self._connect_once()
+                    self._wait_idle(end)
                     return
             if self.proc.poll() is not None:
                 tail = self.log().strip().splitlines()[-3:]
@@ -124,6 +125,20 @@ class BackgroundServer:
                 raise UsageError(f"server did not start: {message}")
             time.sleep(0.02)
         raise TimeoutError(f"server not ready after {self.start_timeout:g} s; log:\n{self.log()[-2000:]}")
+
+    def _wait_idle(self, end: float) -> None:
+        """Until the worker that took the readiness connection is free again (bounded): a server
+        returned by ``start()`` has every worker idle, so the first client is never told QUEUED."""
+        if self.counters_address is None:
+            return
+        while time.monotonic() < end:
+            try:
+                snap = read_counters(self.counters_address, timeout=2.0)
+            except (OSError, ValueError):
+                return
+            if snap.get("active", 0) == 0 and snap.get("waiting", 0) == 0:
+                return
+            time.sleep(0.01)
 
     def _connect_once(self) -> None:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host

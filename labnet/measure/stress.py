@@ -58,12 +58,14 @@ import hashlib
 import io
 import json
 import multiprocessing
+import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labnet.client import Client
+from labnet.client import Client, StudentClient
 from labnet.config import CLIENT_POOLS, DEFAULT_HOST, DEFAULT_PORT, ENCODINGS, OPERATIONS, parse_size, size_label
 from labnet.errors import LabnetError, UsageError
 from labnet.measure.files import data_dir, make_test_file, test_file_name
@@ -76,6 +78,7 @@ from labnet.measure.stress_report import (
     server_counts,
     summarize,
 )
+from labnet.protocol.dialects import get_profile
 
 MAX_CLIENTS = 1000
 SETTLE_TIMEOUT = 10.0  # seconds to wait for the server to finish counting the run
@@ -188,6 +191,27 @@ def _ensure_remote(host, port, name, path: Path, size: int | None, encoding, tim
         return True, result.bytes
 
 
+def _place_for_download(dialect, profile, host, port, name, local: Path, server_root, timeout) -> list[str]:
+    """Put the lab's file on a student's server before a download run: copied into its folder when
+    local, else uploaded through its dialect and downloaded back to check.  Returns notes."""
+    if server_root:
+        target = Path(server_root) / name
+        if not (target.is_file() and file_sha256(target) == file_sha256(local)):
+            shutil.copyfile(local, target)
+        return []
+    client = StudentClient(dialect, profile, host=host, port=port, timeout=timeout)
+    try:
+        sent = client.upload(local, name=name)
+        with tempfile.TemporaryDirectory(prefix="labnet-place-") as scratch:
+            back = client.download(sent.stored_name or name, scratch)
+        if back.sha256 != sent.sha256:
+            return [f"the server did not store {name} intact ({back.bytes} of {sent.bytes} bytes came back): "
+                    "the downloads below compare with the lab's copy"]  # fmt: skip
+        return []
+    except (OSError, LabnetError) as exc:
+        return [f"could not put {name} on the server through its dialect: {exc}"]
+
+
 def _check_choice(value: str, choices, what: str) -> str:
     if value not in choices:
         raise UsageError(f"{what} must be one of {', '.join(choices)}, not {value!r}")
@@ -199,7 +223,8 @@ def run(op: str, size, clients: int, pool: str = "thread", host: str = DEFAULT_H
         downloads_dir=None, name: str | None = None, expected_sha256: str | None = None,
         keep_downloads: bool = True, progress=True, per_worker_bars: bool | None = None, on_record=None,
         on_progress=None, cancel=None, start_method: str | None = None, start_timeout: float = 120.0,
-        server_stats: bool = True) -> StressResult:  # fmt: skip
+        server_stats: bool = True, dialect: str = "labnet", profile=None, server_root=None,
+        verify_uploads: bool = True) -> StressResult:  # fmt: skip
     """Run ``clients`` workers that each ``op`` (upload or download) one file of ``size`` once, together.
 
     Arguments
@@ -234,7 +259,16 @@ def run(op: str, size, clients: int, pool: str = "thread", host: str = DEFAULT_H
     cancel: optional object with ``is_set()`` (``threading.Event``): set it
         and the run ends early, cleanly; unfinished workers are ``cancelled``.
     server_stats: take ``STATS`` before and after (set False for a server
-        that is not labnet's).
+        that is not labnet's; always off for another dialect).
+    dialect, profile: ``"course"`` or ``"sentinel"`` (and a profile naming the
+        server's variants) to measure a student's server
+        (``labnet.measure.dialect_transfer``): every client of an upload
+        uploads to its own name (``w07_10mb.bin``); names are lower case (what
+        every student server accepts); success is a digest match only.
+    server_root: the server's folder when it is on this machine: uploads are
+        verified by hashing what it stored, and a download's file is copied in.
+        Without it, uploads are downloaded back after the run
+        (``verify_uploads``; False: reported ``unverified``).
 
     Raises ``UsageError`` for bad arguments; every network failure lands in
     the records instead.  ``KeyboardInterrupt`` stops all workers, then propagates.
@@ -251,11 +285,17 @@ def run(op: str, size, clients: int, pool: str = "thread", host: str = DEFAULT_H
     start_method = start_method or "spawn"
     if pool == "process" and start_method not in multiprocessing.get_all_start_methods():
         raise UsageError(f"start method {start_method!r} is not available here")
+    student = dialect != "labnet"
+    if student:
+        profile = get_profile(dialect, profile)
+        encoding = "b64"  # the students' dialects carry base64 only
+        server_stats = False
     files_dir = Path(files_dir) if files_dir is not None else data_dir("client_files")
     downloads_dir = Path(downloads_dir) if downloads_dir is not None else data_dir("client_downloads")
     standard = name is None or name == test_file_name(size)
-    name = name or test_file_name(size)
-    local = make_test_file(files_dir, size) if standard else files_dir / name
+    name = name or (test_file_name(size).lower() if student else test_file_name(size))
+    local = make_test_file(files_dir, size) if standard or (student and name == test_file_name(size).lower()) \
+        else files_dir / name
     if op == "upload":
         if not local.is_file():
             raise UsageError(f"no file to upload: {local}")
@@ -267,7 +307,10 @@ def run(op: str, size, clients: int, pool: str = "thread", host: str = DEFAULT_H
     expected = expected_sha256 or ""
     if not expected and op == "upload":
         expected = file_sha256(local)
-    if op == "download":
+    if op == "download" and student:
+        expected = expected or file_sha256(local)
+        notes.extend(_place_for_download(dialect, profile, host, port, name, local, server_root, timeout))
+    elif op == "download":
         try:
             uploaded, remote_size = _ensure_remote(host, port, name, local, size if standard else None, encoding,
                                                    timeout)  # fmt: skip
@@ -284,10 +327,13 @@ def run(op: str, size, clients: int, pool: str = "thread", host: str = DEFAULT_H
             before_note = f"STATS before the run failed: {exc}"
 
     width = max(2, len(str(clients - 1)))
-    specs = [WorkerSpec(worker=i, op=op, host=host, port=port, name=name,
+    specs = [WorkerSpec(worker=i, op=op, host=host, port=port,
+                        name=f"w{i:0{width}d}_{name}" if student and op == "upload" else name,
                         local=str(local) if op == "upload" else str(downloads_dir),
                         save_as=f"w{i:0{width}d}-{name}", size=size, encoding=encoding, timeout=timeout,
-                        time_limit=time_limit, expected_sha256=expected, keep=keep_downloads)
+                        time_limit=time_limit, expected_sha256=expected, keep=keep_downloads,
+                        dialect=dialect, profile=profile, server_root=str(server_root or ""),
+                        verify_by_download=verify_uploads)
              for i in range(clients)]  # fmt: skip
     if per_worker_bars is None:
         per_worker_bars = clients <= 8
@@ -329,11 +375,19 @@ def run(op: str, size, clients: int, pool: str = "thread", host: str = DEFAULT_H
     server = server_counts(before, after, op)
     summary = summarize(records, op=op, size=size, clients=clients, wall_seconds=wall, pool=pool,
                         encoding=encoding, server=server, cancelled=was_cancelled)  # fmt: skip
+    if student:
+        notes.append(f"server counts: not measured ({dialect} dialect: only labnet's servers answer STATS)")
+        findings = sorted({r.findings for r in records if r.findings})
+        if findings:
+            notes.append("the base64 decoder noticed: " + " | ".join(findings))
     summary["server_note"] = "; ".join(filter(None, [before_note, after_note] + notes))
+    summary["dialect"] = dialect
+    summary["timing"] = sorted({r.timing for r in records})
     summary["digest"] = expected or next((r.sha256 for r in records if r.ok), "")
     summary["digest_reference"] = ("expected" if expected else "agreement")
     summary["host"], summary["port"] = host, port
     config = {"op": op, "size": size, "clients": clients, "pool": pool, "host": host, "port": port,
+              "dialect": dialect, "profile": getattr(profile, "name", None),
               "encoding": encoding, "timeout": timeout, "time_limit": time_limit, "name": name,
               "start_method": start_method if pool == "process" else None,
               "files_dir": str(files_dir), "downloads_dir": str(downloads_dir)}  # fmt: skip

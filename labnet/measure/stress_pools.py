@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from labnet.client import Client
 from labnet.errors import Code, PeerError, UsageError
+from labnet.measure.dialect_transfer import do_dialect_transfer
 from labnet.measure.stress_report import WorkerRecord, classify
 from labnet.procutil import alive, set_parent_death_signal
 
@@ -57,6 +58,10 @@ class WorkerSpec:
     time_limit: float = 1800.0
     expected_sha256: str = ""
     keep: bool = True
+    dialect: str = "labnet"  # course, sentinel: labnet.measure.dialect_transfer
+    profile: object = None  # the dialect's Profile (a frozen dataclass: picklable)
+    server_root: str = ""  # the server's folder, when local: uploads are verified by hashing it
+    verify_by_download: bool = True  # else: download an upload back after the timed part
 
 
 def do_transfer(spec: WorkerSpec, cancelled=None, progress=None) -> WorkerRecord:
@@ -65,6 +70,8 @@ def do_transfer(spec: WorkerSpec, cancelled=None, progress=None) -> WorkerRecord
     ``cancelled()``: callable, true when the run is being cancelled.
     ``progress(n)``: called with file bytes as they move.
     """
+    if spec.dialect != "labnet":
+        return do_dialect_transfer(spec, cancelled, progress)
     start = time.perf_counter()
     deadline = time.monotonic() + spec.time_limit
     rec = WorkerRecord(worker=spec.worker, op=spec.op, size=spec.size)

@@ -33,7 +33,39 @@ CATEGORIES = (
     "cancelled",  # the run was cancelled before this worker finished
     "client_error",  # a local problem: unreadable file, disk full, bad arguments
     "error",  # anything else (a bug: the message says what)
+    # the students' dialects (labnet.measure.dialect_transfer): judged by the bytes
+    "truncated",  # fewer bytes arrived or were stored than the file has
+    "corrupted",  # as many bytes (or more), but not the file's
+    "unverified",  # the server said OK, but nothing could compare the bytes: not a success
+    "not_understood",  # the reply is not the dialect
+    "closed_early",  # the server closed in the middle of a reply
+    "no_reply",  # connected, but not one byte came back in time
+    "out_of_memory",  # the server's memory passed the limit and it was stopped
 )
+
+# One line a student can act on, per category.
+HINTS = {
+    "ok": "",
+    "refused": "nothing listens on that host and port: is the server running, on this port?",
+    "timeout": "no progress for too long: a stuck server, or a parser that rescans a big request (quadratic)",
+    "reset": "the connection broke: look for an exception in the server's output",
+    "protocol": "the server broke labnet's protocol: is it a labnet server? (try --dialect)",
+    "server_error": "the server refused in its own words: read them",
+    "integrity": "the bytes differ from the file's: a chunk lost, added or changed on the way",
+    "busy": "every server worker was busy and the waiting list full: fewer clients, or more workers",
+    "cancelled": "the run was stopped before this transfer finished",
+    "client_error": "a problem on the client's side (a file, the disk, an argument): see the message",
+    "error": "an unexpected error: the message says what",
+    "truncated": "the file came out shorter: a loop that stops when one recv() returns less than asked, "
+                 "or a decoder that stops at '=' padding",
+    "corrupted": "as many bytes but other ones: lowercasing, text decoding of chunks, or mixed-up pieces",
+    "unverified": "give --server-root (the server's folder) or allow download-back, so the bytes can be compared",
+    "not_understood": "the reply is not what the dialect expects: check its framing (JSON + \\r\\n\\r\\n, "
+                      "the end marker) or the profile",
+    "closed_early": "the server closed before its reply ended: look for an exception in its output",
+    "no_reply": "connected but never answered: does the server wait for a terminator this profile does not send?",
+    "out_of_memory": "the server's memory grew past the limit: it holds whole files in memory (stream them)",
+}  # fmt: skip
 
 
 @dataclass
@@ -60,6 +92,8 @@ class WorkerRecord:
     transfer_throughput: float = 0.0
     sha256: str = ""
     path: str = ""
+    timing: str = "greeting"  # what tells wait from transfer: labnet's greeting, a first byte, or nothing
+    findings: str = ""  # what a dialect's base64 decoder noticed (block-by-block padding...)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -113,6 +147,14 @@ def server_counts(before: dict | None, after: dict | None, op: str) -> dict:
         "busy": after.get("busy", 0) - before.get("busy", 0),
         "timeouts": after.get("timeouts", 0) - before.get("timeouts", 0),
     }
+
+
+def _timing_line(s: dict) -> str:
+    timing = s.get("timing") or ["greeting"]
+    if "total only" in timing:
+        return "  waiting vs transferring: not told apart (this dialect shows no sign of when service started)"
+    label = "" if timing == ["greeting"] else " (approximate: up to the first reply byte)"
+    return f"  waiting to be served{label}: mean {_fmt(s['wait_mean'])}; transferring: mean {_fmt(s['transfer_mean'])}"
 
 
 def summarize(records, *, op: str, size: int, clients: int, wall_seconds: float, pool: str = "thread",
@@ -236,9 +278,10 @@ def format_summary(summary: dict, records=()) -> str:
         f"wall {s['wall_seconds']:.2f} s{'  [CANCELLED]' if s.get('cancelled') else ''}",
         f"  clients: {s['ok']} ok, {s['failed']} failed"
         + (f" ({', '.join(f'{k} {v}' for k, v in sorted(s['failures'].items()))})" if s["failures"] else ""),
+        *[f"    {cat}: {HINTS[cat]}" for cat in sorted(s["failures"]) if HINTS.get(cat)],
         f"  total time per client: mean {_fmt(s['time_mean'])}, p50 {_fmt(s['time_p50'])}, "
         f"p95 {_fmt(s['time_p95'])}, max {_fmt(s['time_max'])}",
-        f"  waiting to be served: mean {_fmt(s['wait_mean'])}; transferring: mean {_fmt(s['transfer_mean'])}",
+        _timing_line(s),
         f"  throughput per client: mean {_fmt(s['throughput_mean'], 'MB/s', 1e6, 2)}; "
         f"aggregate {_fmt(s['throughput_aggregate'], 'MB/s', 1e6, 2)}  (MB = 10^6 bytes)",
     ]

@@ -42,6 +42,22 @@ MAX_SIZE_DIGITS = 18  # sizes up to 10**18 - 1 bytes parse; limits come later
 VERBS = ("LIST", "UPLOAD", "DOWNLOAD", "DELETE", "STATS", "QUIT")
 GREETING = "OK LABNET 1 READY"
 GREETING_LINE = GREETING.encode() + b"\r\n"
+# Sent at once to a connection that must wait for a worker (every worker busy), before the
+# greeting: a client can tell a queue (wait) from a silent or foreign server (give up).
+QUEUED_PREFIX = "OK LABNET 1 QUEUED"
+
+
+def queued_line(position: int) -> bytes:
+    """``OK LABNET 1 QUEUED <position>``: this connection waits; ``position`` 1 is next in line."""
+    return f"{QUEUED_PREFIX} {int(position)}\r\n".encode()
+
+
+def parse_queued(text: str) -> int | None:
+    """The position in a queued line, None if ``text`` is not one."""
+    if not text.startswith(QUEUED_PREFIX + " "):
+        return None
+    word = text[len(QUEUED_PREFIX) + 1:]
+    return int(word) if word.isdigit() else None
 
 
 # --------------------------------------------------------------------------

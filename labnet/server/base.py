@@ -33,6 +33,7 @@ from labnet.config import ServerConfig
 from labnet.errors import Code, UsageError
 from labnet.procutil import release_free_memory
 from labnet.protocol.console import counters_line, status_line
+from labnet.protocol.messages import queued_line
 from labnet.server.session import refuse
 from labnet.server.stats import Stats
 from labnet.server.store import FileStore
@@ -183,6 +184,15 @@ class BaseServer:
                 refuse(conn, Code.BUSY, f"all {self.config.workers} workers busy and "
                        f"{self.config.max_waiting} clients waiting; try again later")  # fmt: skip
                 continue
+            ahead = self.stats.get("active") + self.stats.get("waiting") - self.config.workers
+            if ahead >= 0:  # no idle worker: say so now, so the client knows it is queued, not ignored
+                try:
+                    conn.setblocking(False)
+                    conn.send(queued_line(ahead + 1))  # a few bytes on a fresh socket: never blocks
+                except OSError:
+                    pass
+                finally:
+                    conn.setblocking(True)
             self.stats.add("waiting", 1)
             self.dispatch(conn)
 

@@ -79,7 +79,10 @@ class Raw:
     def __init__(self, address):
         self.sock = socket.create_connection(address, timeout=IO_TIMEOUT)
         self.buf = b""
-        assert self.line() == GREETING.encode()
+        first = self.line()
+        while first.startswith(b"OK LABNET 1 QUEUED"):  # every worker busy for a moment: wait in line
+            first = self.line()
+        assert first == GREETING.encode()
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)

@@ -51,7 +51,10 @@ def upload_paused(address, name: str, size: int, sent: int) -> socket.socket:
     """An upload that stops after ``sent`` raw body bytes; returns the open socket."""
     s = socket.create_connection(address, timeout=10)
     f = s.makefile("rb")
-    assert f.readline().startswith(b"OK LABNET")
+    greeting = f.readline()
+    while greeting.startswith(b"OK LABNET 1 QUEUED"):
+        greeting = f.readline()
+    assert greeting.startswith(b"OK LABNET 1 READY")
     s.sendall(f"UPLOAD {name} {size} raw\r\n".encode())
     assert f.readline().startswith(b"OK SEND")
     s.sendall(os.urandom(sent))

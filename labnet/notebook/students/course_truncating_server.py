@@ -1,0 +1,136 @@
+"""A ``course`` server that takes a short ``recv()`` for the end of the request -- ONE deliberate bug.
+
+Dialect ``course``, thread pool: ``course_thread_server`` with one change (``diff`` them).
+
+BUG (deliberate): it stops reading a request as soon as one ``recv()`` returns less than its
+buffer size.  A short read only means "nothing more has arrived *yet*": when the client is slower
+than the server (a busy network, a big file sent in pieces, 50 clients at once) the upload is cut
+at the first pause, the cut base64 is decoded, and the server stores the shorter file and still
+answers ``{"status": "OK"}`` -- unless the cut falls inside a 4-character base64 group, then it
+answers ``ERROR`` (Incorrect padding), which students blame on the network.  Small requests that
+arrive in one piece work, which is why the bug survives the student's own tests.
+
+Run: ``python -m labnet.notebook.students.course_truncating_server --port 6666 --workers 5 --root files``
+"""
+
+import argparse
+import base64
+import json
+import os
+import signal
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+END = b"\r\n\r\n"
+BUFSIZE = 4096
+stopping = threading.Event()
+open_conns = set()  # so that a stop can wake the handlers blocked in recv()
+lock = threading.Lock()
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description="course file server (thread pool, truncating)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=6666)
+    p.add_argument("--workers", type=int, default=5)
+    p.add_argument("--root", default="files")
+    p.add_argument("--backlog", type=int, default=5)
+    return p.parse_args()
+
+
+def read_request(conn):
+    data = bytearray()
+    while True:
+        chunk = conn.recv(BUFSIZE)
+        data += chunk
+        # BUG (deliberate): a short recv() is not the end of the request, only a pause in it
+        if len(chunk) < BUFSIZE:
+            return bytes(data)
+
+
+def path_of(root, name):
+    if not name or name != os.path.basename(name) or name.startswith("."):
+        raise ValueError(f"bad file name {name!r}")
+    return os.path.join(root, name)
+
+
+def handle(root, request):
+    text = request.split(END, 1)[0].decode("utf-8")
+    verb, _, rest = text.strip().partition(" ")
+    try:
+        if verb == "LIST":
+            names = sorted(n for n in os.listdir(root) if not n.startswith("."))
+            return {"status": "OK", "data": names}
+        if verb == "GET":
+            name = rest.strip()
+            with open(path_of(root, name), "rb") as f:
+                content = base64.b64encode(f.read()).decode("ascii")
+            return {"status": "OK", "data_namafile": name, "data_file": content}
+        if verb == "UPLOAD":
+            name, _, b64 = rest.partition(" ")
+            path = path_of(root, name.strip())
+            data = base64.b64decode(b64.strip(), validate=True)
+            temp = os.path.join(root, f".upload-{threading.get_ident()}")
+            with open(temp, "wb") as f:
+                f.write(data)
+            os.replace(temp, path)  # a GET at the same time sees the old file or the new one, never half
+            return {"status": "OK", "data": f"{name} uploaded ({len(data)} bytes)"}
+        if verb == "DELETE":
+            os.remove(path_of(root, rest.strip()))
+            return {"status": "OK", "data": f"{rest.strip()} deleted"}
+        return {"status": "ERROR", "data": "request tidak dikenali"}
+    except (OSError, ValueError) as exc:  # binascii.Error is a ValueError
+        return {"status": "ERROR", "data": str(exc)}
+
+
+def serve_client(conn, root):
+    with lock:
+        open_conns.add(conn)
+    try:
+        if stopping.is_set():
+            return
+        request = read_request(conn)
+        if request.strip():
+            conn.sendall(json.dumps(handle(root, request)).encode() + END)
+    except OSError:
+        pass  # the client went away
+    finally:
+        with lock:
+            open_conns.discard(conn)
+        conn.close()
+
+
+def main():
+    args = parse_args()
+    os.makedirs(args.root, exist_ok=True)
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((args.host, args.port))
+    srv.listen(args.backlog)
+    srv.settimeout(0.5)  # wake up twice a second to see whether we must stop
+    host, port = srv.getsockname()[:2]
+    print(f"listening on {host}:{port}", flush=True)
+    pool = ThreadPoolExecutor(max_workers=args.workers)
+    try:
+        while not stopping.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            pool.submit(serve_client, conn, args.root)
+    finally:
+        srv.close()
+        with lock:
+            for conn in open_conns:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)  # wakes a handler blocked in recv() or sendall()
+                except OSError:
+                    pass
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+if __name__ == "__main__":
+    main()
