@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PORT ?= 8888
 
-.PHONY: lab test test-fast test-browser bench soak files lint clean
+.PHONY: lab test test-slow test-fast test-browser bench soak files lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,11 @@ lint: $(STAMP)
 
 # The whole suite: lint, unit, integration and notebook tests (quick mode).
 test: $(STAMP) lint
-	LABNET_QUICK=1 $(PY) -m pytest -q tests
+	LABNET_QUICK=1 $(PY) -m pytest -q -m "not slow" tests
+
+# The long cases (soak-like loops, slow readers): .ci/run runs them after make test.
+test-slow: $(STAMP)
+	LABNET_QUICK=1 $(PY) -m pytest -q -m slow tests
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q tests -m "not browser" -x

@@ -144,3 +144,25 @@ def test_nothing_listening_is_said_plainly(tmp_path):
     result = probe("course", "127.0.0.1", port, timeout=5)
     assert not result.ok and result.steps[0].category == "refused"
     assert "nothing listens" in result.steps[0].detail
+
+
+def test_block_by_block_base64_arrives_whole_and_is_reported(student, tmp_path):
+    srv = student("sentinel_blockpad_server")
+    size = 2_500_000  # three 1 MiB blocks, each padded: '=' in the middle of the stream
+    (srv.root / "2500kb.bin").write_bytes(os.urandom(size))
+    result = stress.run("download", size, 2, "thread", host=srv.host, port=srv.port, dialect="sentinel",
+                        name="2500kb.bin", files_dir=srv.root, progress=False, downloads_dir=tmp_path / "dl",
+                        time_limit=60, timeout=20)  # fmt: skip
+    assert result.summary["ok"] == 2, result.format()
+    assert all("padding in the middle" in r.findings for r in result.records)
+    assert "padding in the middle" in result.summary["server_note"]
+
+
+def test_a_lowercasing_server_corrupts_uploads_and_is_caught(student, tmp_path):
+    srv = student("course_lowercase_server")
+    result = stress.run("upload", "300KB", 2, "thread", host=srv.host, port=srv.port, dialect="course",
+                        server_root=srv.root, progress=False, files_dir=tmp_path / "files",
+                        downloads_dir=tmp_path / "dl", time_limit=60, timeout=20)  # fmt: skip
+    assert result.summary["ok"] == 0
+    assert {r.category for r in result.records} <= {"corrupted", "truncated", "server_error"}, \
+        [(r.category, r.message) for r in result.records]

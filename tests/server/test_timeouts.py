@@ -147,6 +147,7 @@ def test_stalled_download_releases_worker(start_server, model, client_dirs, size
     assert folder_state(srv.root) == {"big.bin": data}
 
 
+@pytest.mark.slow
 def test_slow_but_progressing_transfers_survive(start_server, model, client_dirs):
     """Through a throttling proxy each transfer takes about twice the idle limit, and succeeds."""
     files, downloads = client_dirs
@@ -204,6 +205,7 @@ def _read_steadily(w: Wire, n: int, chunk: int, period: float) -> str:
     return digest.hexdigest()
 
 
+@pytest.mark.slow
 def test_steady_slow_reader_is_never_idle(start_server, model, client_dirs):
     """A client reading a long download steadily is never closed as idle, nor is its next request.
 

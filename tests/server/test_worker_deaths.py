@@ -75,6 +75,7 @@ def round_trip(srv, tmp_path, name: str = "after.bin", size: int = 300_000) -> N
 # -- random deaths ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_workers_killed_at_random_points_are_noticed_replaced_and_cleaned(start_server, tmp_path):
     seed = int(os.environ.get("LABNET_TEST_SEED", random.randrange(1 << 30)))
     print(f"random seed {seed} (set LABNET_TEST_SEED to repeat)")
