@@ -269,11 +269,7 @@ class Client:
         path = Path(path)
         encoding = _check_encoding(encoding)
         name = check_name(name or path.name)
-        try:
-            f = open(path, "rb")
-        except OSError as exc:
-            raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-        with f:
+        with open_upload_source(path) as f:
             st = os.fstat(f.fileno())
             size = st.st_size
             known = UPLOAD_DIGESTS.lookup(f.fileno(), st)
@@ -342,6 +338,14 @@ class Client:
             raise
         seconds = time.perf_counter() - t0
         return TransferResult("download", name, size, seconds, event.sha256, encoding, wire, str(final))
+
+
+def open_upload_source(path: Path):
+    """The file to upload, open for reading; ``UsageError`` (a bad argument, not a network error) if it cannot be."""
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _closed_mid_download() -> ConnectionResetError:

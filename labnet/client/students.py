@@ -47,6 +47,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from labnet.client.native import open_upload_source
 from labnet.config import DEFAULT_HOST, DEFAULT_PORT
 from labnet.errors import Code, PeerError, RemoteError, UsageError
 from labnet.protocol import codec
@@ -198,11 +199,7 @@ class StudentClient:
         """Send the file at ``path`` as ``name``; returns what was sent and what the server said."""
         path = Path(path)
         name = check_name(name or path.name)
-        try:
-            f = open(path, "rb")
-        except OSError as exc:
-            raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-        with f:
+        with open_upload_source(path) as f:
             size = os.fstat(f.fileno()).st_size
             t0 = time.perf_counter()
             conv = self._open()
