@@ -184,7 +184,10 @@ def abandon(address, rng: random.Random, sources: list[Path], names: list[str], 
     kind = rng.choice(["upload", "download"])
     try:
         with socket.create_connection(address, timeout=30) as s:
-            if _read_line(s)[:2] != b"OK":
+            greeting = _read_line(s)
+            while greeting.startswith(b"OK LABNET 1 QUEUED"):  # every worker busy: wait in line
+                greeting = _read_line(s)
+            if not greeting.startswith(b"OK LABNET 1 READY"):
                 raise ConnectionError("no greeting")
             if kind == "upload":
                 src = rng.choice([p for p in sources if p.stat().st_size > 0])

@@ -57,12 +57,14 @@ def file_digest(path) -> tuple[int, str]:
     return size, h.hexdigest()
 
 
-def compare(received: int, digest: str, size: int, expected: str) -> tuple[str, str] | None:
-    """``(category, message)`` when the bytes differ from the lab's copy, None when they match."""
+def compare(received: int, digest: str, size: int, expected: str, what: str = "arrived") -> tuple[str, str] | None:
+    """``(category, message)`` when the bytes differ from the lab's copy, None when they match.
+
+    ``what``: how the bytes got there, for the message ("arrived" for a download, "stored" for an upload)."""
     if received == size and digest == expected:
         return None
     if received < size:
-        return "truncated", f"truncated: {received} of {size} bytes arrived ({100 * received / max(size, 1):.1f} %)"
+        return "truncated", f"truncated: {received} of {size} bytes {what} ({100 * received / max(size, 1):.1f} %)"
     return "corrupted", (f"corrupted: {received} bytes whose SHA-256 {digest[:16]}... differs from the file's "
                          f"{expected[:16]}...")  # fmt: skip
 
@@ -131,7 +133,7 @@ def _look_at_what_was_stored(spec, rec: WorkerRecord) -> None:
         _, want = file_digest(spec.local)
     except OSError:
         return
-    bad = compare(size, digest, spec.size, want)
+    bad = compare(size, digest, spec.size, want, "stored")
     if bad is not None:
         rec.category, rec.code = bad[0], Code.INTEGRITY.value
         rec.message = f"{bad[1]}; the connection ended with: {rec.message}"
@@ -146,7 +148,7 @@ def _verify_upload(spec, result) -> tuple[str, str] | None:
             size, digest = file_digest(path)
         except FileNotFoundError:
             return "corrupted", f"the server said it stored {stored!r}, but {path} does not exist"
-        return compare(size, digest, spec.size, result.sha256)
+        return compare(size, digest, spec.size, result.sha256, "stored")
     if spec.verify_by_download:
         scratch = tempfile.mkdtemp(prefix="labnet-verify-")
         try:

@@ -4,6 +4,7 @@
 * ``envcheck``  -- notebook 00's environment check, and the lab's file sizes and pools for this machine
 * ``netinfo``   -- notebook 06: addresses, reachability
 * ``lessons_framing``, ``lessons_pools`` -- the code behind notebooks 01 and 02/03
+* ``own_server`` -- notebook 07's helpers: a student's server command started under a guard, measured
 * ``students/`` -- small servers written the way students write them (correct ones, and ones with one
   deliberate bug each): shared by the notebooks, the tests and the lessons; standard library only
 

@@ -25,11 +25,12 @@ Live server counters
 ``STATS`` is a request like any other: a worker has to take the connection
 before it is answered.  Polling it during a run would queue behind the
 clients (with 1 server worker it waits until a transfer ends) and take a
-worker away from them.  So while a run is going the counters come from the
-status line the server itself prints every ``poll_every`` seconds (the same
-snapshot ``STATS`` returns, read from the server's log, costing the server
-nothing); between runs the dashboard asks ``STATS`` directly; and the
-summary uses the exact ``STATS`` counts ``stress.run`` takes before and after.
+worker away from them.  So the counters shown come from the server's
+counters listener (``BackgroundServer.counters()``): a second port that the
+accept loop answers itself, with the same snapshot, costing no worker --
+live during a run every ``poll_every`` seconds, and once more after it, so
+even a run shorter than one poll shows what happened.  The summary uses the
+exact ``STATS`` counts ``stress.run`` takes before and after.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import traceback
 from labnet.config import CLIENT_POOLS, ENCODINGS, SERVER_MODELS, parse_size, quick_mode, size_label
 from labnet.measure import stress
 from labnet.measure.launcher import BackgroundServer
-from labnet.notebook.dashboard_view import MB, LogTail, counters_html, figure_png, plot_run, summary_html
+from labnet.notebook.dashboard_view import MB, counters_html, figure_png, plot_run, summary_html
 from labnet.notebook.envcheck import lab_sizes
 
 CLIENT_CHOICES = (1, 2, 5, 10, 20, 50)
@@ -96,7 +97,6 @@ class Dashboard:
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
         self._poller: threading.Thread | None = None
-        self._tail: LogTail | None = None
         self._lock = threading.Lock()
         self._running = False
         self._moved = 0
@@ -294,31 +294,26 @@ class Dashboard:
             s.stop()
         self._say(f"starting a {model} server with {workers} worker(s)...", "info")
         kw = {"root": self.root} if self.root is not None else {}
-        self.server = BackgroundServer(model, workers=workers, status_every=self.poll_every, **kw).start()
-        self._tail = LogTail(self.server.log_path)
-        self._refresh_counters_via_stats()
+        self.server = BackgroundServer(model, workers=workers, **kw).start()
+        self._refresh_counters()
         if self._poller is None or not self._poller.is_alive():
             self._poller = threading.Thread(target=self._poll, name="labnet-dashboard-poll", daemon=True)
             self._poller.start()
 
-    def _refresh_counters_via_stats(self) -> None:
+    def _refresh_counters(self, source: str = "counters") -> None:
         try:
-            snap = self.server.stats()
-            snap["active"] = max(snap.get("active", 1) - 1, 0)  # not counting the STATS connection itself
-            self.counters.value = counters_html(snap, "STATS", self._server_desc())
+            snap = self.server.counters()
+            self.counters.value = counters_html(snap, source, self._server_desc())
         except Exception as exc:
-            self.counters.value = counters_html(None, server=f"STATS failed: {exc}")
+            self.counters.value = counters_html(None, server=f"reading the counters failed: {exc}")
 
     def _poll(self) -> None:
         while not self._closing.wait(self.poll_every):
             try:
-                srv, tail = self.server, self._tail
-                if srv is None or tail is None or not srv.running:
+                srv = self.server
+                if srv is None or not srv.running or not self._running:
                     continue
-                snap = tail.poll()
-                if snap is not None and self._running:
-                    self.counters.value = counters_html(snap, f"live, server status line every {self.poll_every:g} s",
-                                                        self._server_desc())  # fmt: skip
+                self._refresh_counters(f"live, read every {self.poll_every:g} s without a worker")
             except Exception:  # never let the display kill the poller
                 pass
 
@@ -380,7 +375,7 @@ class Dashboard:
                 self.plot.value = figure_png(plot_run(result, self.results))
             except Exception as exc:
                 self.log.append_stdout(f"plot failed: {exc}\n")
-            self._refresh_counters_via_stats()
+            self._refresh_counters("counters after the run")
             s = result.summary
             state = "cancelled" if s["cancelled"] else ("done" if result.ok else "done, with failures")
             self._finish(message=f"{state}: {s['ok']} ok, {s['failed']} failed in {s['wall_seconds']:.2f} s",

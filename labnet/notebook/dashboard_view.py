@@ -1,10 +1,7 @@
 """What the stress dashboard shows: counters, summaries, timelines, and the live-counters widget.
 
-* :class:`LogTail`: the counters a server prints every ``status_every``
-  seconds (``labnet.protocol.console.status_line``), read from its log as
-  it grows -- the live view that costs the server nothing (see
-  ``labnet.notebook.dashboard`` for why live counters do not poll ``STATS``).
-* :class:`LiveCounters`: that live view as one HTML widget, for notebooks 02/03.
+* :class:`LiveCounters`: a server's counters, live, as one HTML widget, for notebooks 02/03 (read from
+  the counters listener: no worker taken; see ``labnet.notebook.dashboard`` for why not ``STATS``).
 * Pure rendering functions (HTML tables, matplotlib timelines, PNG bytes),
   easy to test without a browser.
 
@@ -20,42 +17,9 @@ import threading
 from typing import TYPE_CHECKING
 
 from labnet.config import MB
-from labnet.protocol.console import parse_status_line
 
 if TYPE_CHECKING:
     from labnet.measure.launcher import BackgroundServer
-
-
-class LogTail:
-    """The last status line of a growing log file, read incrementally."""
-
-    def __init__(self, path):
-        self.path = path
-        self._pos = 0
-        self._rest = b""
-        self.last: dict | None = None
-
-    def poll(self) -> dict | None:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self._pos)
-                data = f.read()
-                self._pos = f.tell()
-        except OSError:
-            return self.last
-        lines = (self._rest + data).split(b"\n")
-        self._rest = lines.pop()
-        for raw in reversed(lines):
-            parsed = parse_status_line(raw.decode("utf-8", "replace"))
-            if parsed:
-                self.last = parsed
-                break
-        return self.last
-
-
-# ---------------------------------------------------------------------------
-# Rendering (pure functions: easy to test, no widgets)
-# ---------------------------------------------------------------------------
 
 
 def _fmt(value, unit="s", scale=1.0, digits=3) -> str:
@@ -165,19 +129,19 @@ def plot_run(result, history=()):
 class LiveCounters:
     """A live view of a server's counters while a cell works: ``with LiveCounters(srv): stress.run(...)``.
 
-    Reads the status line the server prints every ``status_every`` seconds
-    (start it with ``BackgroundServer(..., status_every=0.5)``), so it never
-    takes a worker away from the clients; at the end it shows the exact
-    ``STATS``.  ``peak`` keeps the highest ``active`` and ``waiting`` seen.
+    Reads the server's counters listener (``BackgroundServer.counters()``: a
+    second port answered by the accept loop itself), so it never takes a
+    worker away from the clients and shows what happened even for a run
+    shorter than one status line; at the end it shows the exact counters
+    once more.  ``peak`` keeps the highest ``active`` and ``waiting`` seen.
     """
 
     def __init__(self, server: BackgroundServer, every: float = 0.25):
         import ipywidgets as W
 
         self.server, self.every = server, every
-        self.widget = W.HTML(counters_html(None, server="waiting for the first status line..."))
+        self.widget = W.HTML(counters_html(None, server="reading the server's counters..."))
         self.widget.add_class("labnet-counters")
-        self.tail = LogTail(server.log_path)
         self.peak = {"active": 0, "waiting": 0}
         self.final: dict | None = None
         self._stop = threading.Event()
@@ -188,11 +152,10 @@ class LiveCounters:
         return f"{s.model} pool × {s.workers} on {s.address[0]}:{s.address[1]}"
 
     def _show(self) -> None:
-        snap = self.tail.poll()
-        if snap:
-            for k in self.peak:
-                self.peak[k] = max(self.peak[k], snap.get(k, 0))
-            self.widget.value = counters_html(snap, "live: the server's status line", self._desc())
+        snap = self.server.counters()
+        for k in self.peak:
+            self.peak[k] = max(self.peak[k], snap.get(k, 0))
+        self.widget.value = counters_html(snap, "live: the server's counters (no worker taken)", self._desc())
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
@@ -212,12 +175,11 @@ class LiveCounters:
         self._stop.set()
         self._thread.join(5)
         try:
-            snap = self.server.stats()
-            snap["active"] = max(snap.get("active", 1) - 1, 0)  # not counting the STATS connection itself
+            snap = self.server.counters()
             self.final = snap
-            self.widget.value = counters_html(snap, "STATS after the run", self._desc())
+            self.widget.value = counters_html(snap, "counters after the run", self._desc())
         except Exception as exc:
-            self.widget.value = counters_html(None, server=f"STATS failed: {exc}")
+            self.widget.value = counters_html(None, server=f"reading the counters failed: {exc}")
 
 
 def figure_png(fig) -> bytes:

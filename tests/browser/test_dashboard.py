@@ -248,7 +248,7 @@ def test_dashboard_in_a_real_browser(lab):
             bar_width = page.locator(".labnet-progress .progress-bar").evaluate("e => e.style.width")
             plot_width = page.locator("img.labnet-plot").evaluate("e => e.complete ? e.naturalWidth : 0")
             page.get_by_text("Server counters").first.wait_for()
-            page.locator(".labnet-counters").get_by_text("STATS").wait_for(timeout=30 * MS)
+            page.locator(".labnet-counters").get_by_text("counters after the run").wait_for(timeout=30 * MS)
             counters_text = page.locator(".labnet-counters").inner_text()
             dash.scroll_into_view_if_needed()
             page.wait_for_timeout(300)

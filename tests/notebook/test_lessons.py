@@ -9,7 +9,7 @@ import pytest
 
 from labnet.notebook import envcheck, lessons_framing, lessons_pools, netinfo
 from labnet.notebook.dashboard import Dashboard
-from labnet.notebook.dashboard_view import LogTail, counters_html, summary_html
+from labnet.notebook.dashboard_view import LiveCounters, counters_html, summary_html
 from labnet.protocol.console import parse_status_line, status_line
 from labnet.server.stats import Stats
 
@@ -227,17 +227,23 @@ def test_status_line_round_trip():
     assert parse_status_line("labnet server ready on 127.0.0.1:1") is None
 
 
-def test_log_tail_reads_incrementally(tmp_path):
-    log = tmp_path / "server.log"
-    log.write_text("labnet server ready on 127.0.0.1:1\n")
-    tail = LogTail(log)
-    assert tail.poll() is None
-    snap = Stats().snapshot()
-    snap["verbs"]["UPLOAD"]["ok"] = 4
-    snap["ok"] = 4
-    with open(log, "a") as f:
-        f.write(status_line(snap) + "\n" + status_line(snap)[:20])  # a second line half-written
-    assert tail.poll()["verbs"]["UPLOAD"]["ok"] == 4
+def test_live_counters_read_without_a_status_line_or_a_worker(start_server):
+    """The live view reads the counters listener: no status line needed (status_every=0), no worker taken."""
+    import time
+
+    srv = start_server("thread", workers=1, status_every=0)
+    (srv.root / "f.bin").write_bytes(b"x" * 1000)
+    holder = srv.client(timeout=10)
+    with LiveCounters(srv, every=0.05) as live:
+        holder.connect()  # the only worker is taken: STATS could not be answered now
+        holder.download("f.bin", srv.root.parent / "dl")
+        end = time.monotonic() + 10
+        while live.peak["active"] < 1 and time.monotonic() < end:
+            time.sleep(0.02)
+        assert live.peak["active"] == 1
+        assert "live" in live.widget.value
+    holder.close()
+    assert live.final["verbs"]["DOWNLOAD"]["ok"] == 1
 
 
 def test_html_pieces():

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]-*.ipynb"))
 EXPECTED = ["00-start-here", "01-protocol-by-hand", "02-thread-pool-server", "03-process-pool-server",
-            "04-stress-dashboard", "05-ets-table", "06-lab-network"]  # fmt: skip
+            "04-stress-dashboard", "05-ets-table", "06-lab-network", "07-measure-your-own-server"]  # fmt: skip
 CELL_TIMEOUT = 300
 KERNEL_STARTUP_TIMEOUT = 120
 RUN_TIMEOUT = 900
