@@ -306,8 +306,10 @@ def _add_matrix(sub) -> None:
     """``labnet matrix [filters] --out DIR`` (``func`` = :func:`_run_matrix`)."""
     p = sub.add_parser("matrix", help="run the ETS matrix (or a part) and write ets.csv, ets.md and plots",
                        description="Runs the assignment's table: operation x volume x client workers x server "
-                                   "workers, per server model and client pool kind, a fresh server per cell. "
-                                   "Resumes DIR/ets.csv.  MB = 10^6 bytes.")  # fmt: skip
+                                   "workers, per server model and client pool kind: against labnet's own "
+                                   "servers (a fresh one per cell), a server labnet starts from --server-cmd, "
+                                   "or one run by hand (--dialect / --host --port).  Resumes DIR/ets.csv; "
+                                   "--label keeps several servers in one CSV.  MB = 10^6 bytes.")  # fmt: skip
     p.add_argument("--out", default=None, help="output folder (default results/ets, or results/ets-quick)")
     p.add_argument("--ops", help="operations, e.g. download,upload")
     p.add_argument("--volumes", help="file sizes, e.g. 10MB,50MB (MB = 10^6 bytes)")
@@ -323,6 +325,27 @@ def _add_matrix(sub) -> None:
     p.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of the table")
+    g = p.add_argument_group("whose server (default: labnet's own)")
+    g.add_argument("--dialect", choices=DIALECTS, default=None,
+                   help="what the clients speak: labnet (default), course or sentinel (a student's server)")
+    g.add_argument("--profile", default=None, help="the server's variants: a built-in profile or a TOML file")
+    g.add_argument("--label", default=None,
+                   help="name of these rows in ets.csv (default: labnet for labnet's servers, else the dialect)")
+    g.add_argument("--server-cmd", action="append", default=None, metavar="[MODEL=]COMMAND",
+                   help="labnet starts the server under test: a command with {port} {workers} {host} {root} "
+                        "{model}; repeat as thread=COMMAND and process=COMMAND for one per model")  # fmt: skip
+    g.add_argument("--server-port", type=_port, default=None,
+                   help="the port the command's server always listens on ({port} is then this)")
+    g.add_argument("--server-cwd", default=None, help="folder the command runs in")
+    g.add_argument("--server-root", default=None,
+                   help="the server's folder on this machine: uploads verified by hashing it, downloads copied in")
+    g.add_argument("--memory-limit", default=None,
+                   help="stop the command's server when its process tree uses more (e.g. 500MB; MB = 10^6 bytes)")
+    g.add_argument("--server-log-regex", default=None,
+                   help="count the server's own ok/failed from its output: a regex with groups (?P<ok>..) "
+                        "and (?P<failed>..); a number sets the count, other text adds one")  # fmt: skip
+    g.add_argument("--host", default=None, help="a server run by hand: its address (with --server-cmd: {host})")
+    g.add_argument("--port", type=_port, default=None, help="a server run by hand: its port")
     p.set_defaults(func=_run_matrix)
 
 
@@ -333,7 +356,11 @@ def _run_matrix(args) -> int:
                             client_pools=args.client_pools, quick=True if args.quick else None,
                             encoding=args.encoding, cell_time_limit=args.time_limit or None,
                             timeout=args.timeout or 60.0, fresh=args.fresh, plots=not args.no_plots,
-                            progress=not args.no_progress)  # fmt: skip
+                            progress=not args.no_progress, dialect=args.dialect, profile=args.profile,
+                            label=args.label, server_cmd=args.server_cmd, server_port=args.server_port,
+                            server_cwd=args.server_cwd, server_root=args.server_root,
+                            memory_limit=args.memory_limit, server_log_regex=args.server_log_regex,
+                            host=args.host, port=args.port)  # fmt: skip
     except KeyboardInterrupt:
         print("labnet: interrupted; finished rows are in ets.csv: run the same command again to resume",
               file=sys.stderr)  # fmt: skip
@@ -343,9 +370,11 @@ def _run_matrix(args) -> int:
         print(json.dumps(summary, sort_keys=True))
     else:
         print(result.markdown())
-        print(f"\n{summary['rows']} rows ({summary['ran']} run now, {summary['resumed']} resumed, "
-              f"{summary['skipped']} skipped), {summary['client_failures']} client failures, "
-              f"{summary['digest_mismatches']} digest mismatches, {summary['wall_seconds']:.1f} s")  # fmt: skip
+        verdicts = ", ".join(f"{k} {v}" for k, v in sorted(summary["verdicts"].items()))
+        print(f"\n{summary['label']} ({summary['dialect']}): {summary['rows']} rows ({summary['ran']} run now, "
+              f"{summary['resumed']} resumed, {summary['skipped']} skipped; verdicts: {verdicts or '-'}), "
+              f"{summary['client_failures']} client failures, {summary['digest_mismatches']} digest mismatches, "
+              f"{summary['wall_seconds']:.1f} s")  # fmt: skip
         print(f"wrote {result.csv_path} and {result.md_path}"
               + (f" and {len(result.plot_paths)} plots" if result.plot_paths else ""))  # fmt: skip
     bad = summary["client_failures"] or summary["digest_mismatches"] or summary["statuses"].get("failed") \

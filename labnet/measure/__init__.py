@@ -8,6 +8,8 @@
 * ``probe``        -- ``labnet probe``: does a server speak its dialect? a pass/fail table in seconds
 * ``supervisor``   -- ``Supervised``: a student's server or client command under a guard (own process group,
   killed whole even if the caller dies), with memory and time limits and the peak RSS of its tree
+* ``matrix_setup``, ``matrix_servers`` -- the matrix's arguments checked once; where a cell's server comes from
+  (labnet's own, a student's command under the supervisor, or one run by hand)
 * ``matrix_plan``, ``matrix_run``, ``matrix_table``, ``plotting`` -- the ETS matrix: plan and pre-flight,
   running it cell by cell, the table (CSV/Markdown, resume), its figures
 

@@ -44,7 +44,12 @@ QUICK_DIMENSIONS = {
 
 @dataclass(frozen=True)
 class Cell:
-    """One row of the matrix.  ``number`` is its ``Nomor`` in its table."""
+    """One row of the matrix.  ``number`` is its ``Nomor`` in its table.
+
+    ``server_label`` names whose server it measures (``labnet``, ``student``...) and ``dialect``
+    the wire dialect spoken: both are part of the key, so one ``ets.csv`` holds several servers.
+    ``server_model`` is ``unknown`` for a server run by hand whose model was not given.
+    """
 
     server_model: str
     client_pool: str
@@ -53,13 +58,18 @@ class Cell:
     clients: int
     server_workers: int
     number: int = 0
+    server_label: str = "labnet"
+    dialect: str = "labnet"
 
     @property
     def key(self) -> tuple:
-        return (self.server_model, self.client_pool, self.op, self.volume, self.clients, self.server_workers)
+        """The cell's identity, in the order of ``matrix_table.KEY_FIELDS``."""
+        return (self.server_label, self.dialect, self.server_model, self.client_pool, self.op, self.volume,
+                self.clients, self.server_workers)  # fmt: skip
 
     def label(self) -> str:
-        return (f"#{self.number} {self.server_model} server x{self.server_workers}, {self.op} "
+        who = "" if (self.server_label, self.dialect) == ("labnet", "labnet") else f"[{self.server_label}] "
+        return (f"#{self.number} {who}{self.server_model} server x{self.server_workers}, {self.op} "
                 f"{size_label(self.volume)} x{self.clients} {self.client_pool} clients")  # fmt: skip
 
 
@@ -112,13 +122,15 @@ def _volume(v):
 
 
 def plan_cells(*, ops=None, volumes=None, clients=None, server_workers=None, server_models=None,
-               client_pools=None, quick: bool | None = None) -> list[Cell]:  # fmt: skip
+               client_pools=None, quick: bool | None = None, label: str = "labnet",
+               dialect: str = "labnet") -> list[Cell]:  # fmt: skip
     """The cells selected by the filters, in run order (server model, client pool, ``Nomor``).
 
     Each filter is ``None`` (every value of the matrix), one value, a list, or
     a comma-separated string (``"10MB,50MB"``).  Values outside the matrix are
     allowed (``volumes="1MB"``): they are numbered after the matrix's own.
     ``quick`` (default: ``LABNET_QUICK``) selects :data:`QUICK_DIMENSIONS`.
+    ``label``/``dialect``: whose server and which dialect (copied into every cell).
     Raises ``UsageError`` for a bad value.
     """
     quick = quick_mode() if quick is None else quick
@@ -149,7 +161,7 @@ def plan_cells(*, ops=None, volumes=None, clients=None, server_workers=None, ser
             for combo in product(ax_ops, ax_vol, ax_cli, ax_srv):
                 op, vol, cli, srv = combo
                 if op in sel_ops and vol in sel_vol and cli in sel_cli and srv in sel_srv:
-                    cells.append(Cell(model, pool, op, vol, cli, srv, numbers[combo]))
+                    cells.append(Cell(model, pool, op, vol, cli, srv, numbers[combo], label, dialect))
     return cells
 
 
@@ -178,15 +190,18 @@ def mem_available() -> int | None:
     return None
 
 
-def estimate(cell: Cell) -> dict:
+def estimate(cell: Cell, local_server: bool = True) -> dict:
     """What a cell needs: ``{"memory", "disk", "fds"}`` in bytes / descriptors (an upper estimate).
 
     Disk: uploads stream into one temporary file per client in the server's
     folder; downloads write one file per client before it is checked and
     deleted; plus the test file in the client and server folders.
+    ``local_server=False`` (a server run by hand, maybe on another machine):
+    its memory is not counted here.  A student's server that holds whole files
+    in memory needs far more than labnet's: ``--memory-limit`` guards that.
     """
-    server_mem = SERVER_BASE_MEM + (SERVER_WORKER_PROCESS_MEM * cell.server_workers
-                                    if cell.server_model == "process" else 0)  # fmt: skip
+    server_mem = 0 if not local_server else SERVER_BASE_MEM + (
+        SERVER_WORKER_PROCESS_MEM * cell.server_workers if cell.server_model == "process" else 0)
     client_mem = (CLIENT_PROCESS_MEM if cell.client_pool == "process" else CLIENT_THREAD_MEM) * cell.clients
     disk = cell.clients * cell.volume + 2 * cell.volume
     fds = 3 * cell.clients + 2 * cell.server_workers + 32
@@ -194,14 +209,14 @@ def estimate(cell: Cell) -> dict:
 
 
 def preflight(cell: Cell, folders, *, memory: int | None = None, disk_free: int | None = None,
-              fd_limit: int | None = None) -> str | None:  # fmt: skip
+              fd_limit: int | None = None, local_server: bool = True) -> str | None:  # fmt: skip
     """``None`` if the cell can run here, else the reason to skip it (one line).
 
     ``folders``: the folders the cell writes to (the free space of the
     fullest one counts).  ``memory``/``disk_free``/``fd_limit`` override
-    what this machine reports (tests use them).
+    what this machine reports (tests use them); ``local_server``: see :func:`estimate`.
     """
-    need = estimate(cell)
+    need = estimate(cell, local_server)
     memory = mem_available() if memory is None else memory
     if memory is not None and need["memory"] > 0.8 * memory:
         return (f"needs about {need['memory'] / MB:.0f} MB of memory, {memory / MB:.0f} MB available "

@@ -14,12 +14,21 @@ kind (thread, process).  Rows are numbered (``Nomor``) by their place in that
 runs in seconds.  MB = 10**6 bytes everywhere.
 
 Per cell: a pre-flight estimate of memory, disk and file descriptors skips a
-cell that cannot run here with the reason written in its row; otherwise a
-fresh :class:`labnet.measure.launcher.BackgroundServer`, one :func:`labnet.measure.stress.run`
-with the cell's time limit, the server's peak RSS (VmHWM of each of its
-processes, read just before it is stopped), digest checks (every transfer
-against the file's known SHA-256; after an upload cell, the server's stored
-file too), then the row is appended to ``ets.csv`` and flushed.
+cell that cannot run here with the reason written in its row; otherwise the
+cell's server (:mod:`labnet.measure.matrix_servers`: a fresh
+:class:`labnet.measure.launcher.BackgroundServer` of labnet's, a student's
+command under ``Supervised`` -- restarted only when the model or pool size
+changes -- or a server run by hand), one :func:`labnet.measure.stress.run`
+in the server's dialect with the cell's time limit, the server's peak RSS
+(VmHWM of each of its processes, and the peak of its whole tree), digest
+checks (every transfer against the file's known SHA-256; after an upload
+cell, the server's stored file too), then the row is appended to ``ets.csv``
+and flushed.  A row's ``verdict`` is its most serious failure category
+(``truncated``, ``out_of_memory``, ``did_not_start``...) or ``ok``.
+
+Server counts ("Jumlah worker server"): ``STATS`` for labnet's protocol; for
+a student's dialect the server's own output with ``server_log_regex``, else
+"not measured" -- which fails a row of labnet's own server only.
 
 Resource and error rules
 ------------------------
@@ -27,16 +36,25 @@ Resource and error rules
   ``KeyboardInterrupt`` and ``cancel``; the row of an interrupted cell is not
   written, so a resumed run does it again.  Finished cells (status ``ok`` or
   ``failed``) are never run twice: rerunning with the same ``out_dir``
-  resumes.  Skipped and harness-error cells are tried again.
+  resumes.  Skipped and harness-error cells, and cells whose server never
+  started (verdict ``did_not_start``: nothing was measured), are tried again.
 * ``ets.csv`` is append-only; a last line cut short by a kill is dropped on
   the next run; when the same cell appears twice the last row wins.
 * The server's folder is ``out_dir/.server_files`` (removed at the end of a
-  complete run), downloads are deleted once verified, so disk use is bounded
-  by the largest cell.
+  complete run) unless ``server_root`` names it; downloads are deleted once
+  verified and a student server's stored uploads once verified (those of a
+  failed cell stay until the next cell of that size, to look at), so disk use
+  is bounded by the largest cell or two.  A command's output stays in
+  ``out_dir/server-logs/``.
+* A cell whose command server exits or never listens is ``failed`` with the
+  tail of its output in the note (``did_not_start``); later cells of the same
+  model and pool size fail at once with the same note.
 
 Where things are: this module holds the running (:func:`run_cell`,
-:func:`run_matrix`, :class:`MatrixResult`) and the ``labnet matrix`` CLI;
+:func:`run_matrix`, :class:`MatrixResult`);
 :mod:`labnet.measure.matrix_plan` holds the cells and the pre-flight check,
+:mod:`labnet.measure.matrix_setup` the server arguments checked,
+:mod:`labnet.measure.matrix_servers` where a cell's server comes from,
 :mod:`labnet.measure.matrix_table` the columns, the CSV and the Markdown tables
 (:func:`ets_table` and :func:`ets_rows` are importable from here too).
 
@@ -47,7 +65,9 @@ Must not import matplotlib at import time (plots are made by
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,16 +76,19 @@ from labnet.config import ENCODINGS, quick_mode
 from labnet.errors import LabnetError, UsageError
 from labnet.measure import stress
 from labnet.measure.files import data_dir, make_test_file, project_dir, test_file_name
-from labnet.measure.launcher import BackgroundServer
 from labnet.measure.matrix_plan import Cell, plan_cells, preflight
+from labnet.measure.matrix_servers import CellServerError, OwnServers, open_servers
+from labnet.measure.matrix_setup import server_setup
 from labnet.measure.matrix_table import (
     DETAIL_TYPES,
-    DONE_STATUSES,
     UNITS_NOTE,
     append_row,
+    cell_verdict,
     display_columns,
     ets_rows,
     ets_table,
+    is_finished,
+    most_serious,
     prepare_csv,
     read_rows,
 )
@@ -84,6 +107,8 @@ class MatrixResult:
     ``ran``: cells run now; ``resumed``: cells found finished in the CSV;
     ``skipped``: cells skipped by the pre-flight check; ``figures``: name ->
     matplotlib Figure (empty without plots); ``plot_paths``: name -> PNG path.
+    ``label``/``dialect``: whose server; ``server_kind``: ``labnet``, ``command`` or ``hand``;
+    ``server_starts``: ``(model, workers)`` of every server started by this run, in order.
     """
 
     rows: list[dict]
@@ -97,6 +122,10 @@ class MatrixResult:
     wall_seconds: float = 0.0
     figures: dict = field(default_factory=dict)
     plot_paths: dict = field(default_factory=dict)
+    label: str = "labnet"
+    dialect: str = "labnet"
+    server_kind: str = "labnet"
+    server_starts: list = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -117,10 +146,14 @@ class MatrixResult:
 
     def summary(self) -> dict:
         statuses: dict[str, int] = {}
+        verdicts: dict[str, int] = {}
         for r in self.rows:
             statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+            verdicts[r["verdict"]] = verdicts.get(r["verdict"], 0) + 1
         return {"cells": len(self.cells), "rows": len(self.rows), "ran": self.ran, "resumed": self.resumed,
-                "skipped": self.skipped, "cancelled": self.cancelled, "statuses": statuses,
+                "skipped": self.skipped, "cancelled": self.cancelled, "statuses": statuses, "verdicts": verdicts,
+                "label": self.label, "dialect": self.dialect, "server": self.server_kind,
+                "server_starts": len(self.server_starts),
                 "client_failures": self.failures,
                 "digest_mismatches": sum(r.get("digest_mismatches") or 0 for r in self.rows),
                 "wall_seconds": round(self.wall_seconds, 3), "csv": str(self.csv_path),
@@ -130,89 +163,174 @@ class MatrixResult:
 
 def _base_row(cell: Cell, encoding: str) -> dict:
     row = {k: None for k in DETAIL_TYPES}
-    row.update(server_model=cell.server_model, client_pool=cell.client_pool, op=cell.op, volume_bytes=cell.volume,
-               client_workers=cell.clients, server_workers=cell.server_workers, number=cell.number,
-               encoding=encoding, note="", failures="", units=UNITS_NOTE)  # fmt: skip
+    row.update(label=cell.server_label, dialect=cell.dialect, server_model=cell.server_model,
+               client_pool=cell.client_pool, op=cell.op, volume_bytes=cell.volume, client_workers=cell.clients,
+               server_workers=cell.server_workers, number=cell.number, encoding=encoding, note="", failures="",
+               units=UNITS_NOTE)  # fmt: skip
     return row
 
 
 def _finish_row(row: dict) -> dict:
     row["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    row["verdict"] = row.get("verdict") or cell_verdict(row)
     row.update(display_columns(row))
     return row
 
 
+def _student_uploads(folder: Path, name: str) -> list[Path]:
+    """The files a student-dialect upload cell stores: ``w00_<name>``, ``w01_<name>``... (``stress.run``)."""
+    pattern = re.compile(r"w\d+_" + re.escape(name))
+    return [p for p in folder.glob(f"w*_{name}") if pattern.fullmatch(p.name)]
+
+
+def _prepare_server_files(cell: Cell, stored_root: Path | None, name: str, student: bool, expected: str) -> None:
+    """Before a cell: the download's file in the server's folder (labnet's dialect; ``stress.run``
+    places it for the others), no stale upload that could pass for a new one."""
+    if stored_root is None:
+        return
+    if student:
+        for path in _student_uploads(stored_root, name.lower()):
+            path.unlink(missing_ok=True)
+    elif cell.op == "download":
+        served = make_test_file(stored_root, cell.volume)  # same generator, same bytes
+        if file_sha256(served) != expected:
+            served.unlink()
+            make_test_file(stored_root, cell.volume)
+    else:
+        (stored_root / name).unlink(missing_ok=True)
+
+
+def _requests_expected(cell: Cell, records, student: bool, stored_root) -> tuple[int, str]:
+    """How many requests the server should count for the cell, and labnet's own extra ones said."""
+    reached = sum(1 for r in records if r.ok or r.category not in ("refused", "cancelled", "client_error"))
+    if not student or stored_root is not None:
+        return reached, ""
+    if cell.op == "download":
+        return reached + 2, "the counts include labnet's upload and download that put the file on the server"
+    return reached + reached, "the counts include labnet's downloads that checked each stored upload"
+
+
 def run_cell(cell: Cell, *, files_dir, server_root, downloads_dir, encoding: str = "b64",
              time_limit: float = 600.0, timeout: float = 60.0, progress=None, cancel=None,
-             server_env=None) -> dict:  # fmt: skip
-    """Run one cell with a fresh server; return its row (status ``ok``, ``failed``, ``skipped`` or ``error``).
+             server_env=None, servers=None) -> dict:  # fmt: skip
+    """Run one cell; return its row (status ``ok``, ``failed``, ``skipped`` or ``error``).
 
-    ``progress``: passed to :func:`labnet.measure.stress.run` (``None``: no bar).
-    Raises ``KeyboardInterrupt`` through (after stopping the server); a
+    ``servers``: where the server comes from (:func:`labnet.measure.matrix_servers.open_servers`);
+    default a fresh labnet server of the cell's model and pool size in ``server_root``, stopped at
+    the end.  ``progress``: passed to :func:`labnet.measure.stress.run` (``None``: no bar).
+    Raises ``KeyboardInterrupt`` through (after stopping a server it started); a
     cancelled cell raises :class:`Cancelled` so its row is not written.
     """
+    if servers is None:
+        with OwnServers(root=server_root, env=server_env) as own:
+            return run_cell(cell, files_dir=files_dir, server_root=server_root, downloads_dir=downloads_dir,
+                            encoding=encoding, time_limit=time_limit, timeout=timeout, progress=progress,
+                            cancel=cancel, servers=own)  # fmt: skip
+    setup = servers.setup
+    student = setup.dialect != "labnet"
+    stored_root = setup.stored_root(Path(server_root))
     row = _base_row(cell, encoding)
+    row["server_workers_declared"] = cell.server_workers if setup.workers_declared else None
     t0 = time.perf_counter()
-    reason = preflight(cell, [files_dir, server_root, downloads_dir])
+    folders = [f for f in (files_dir, stored_root, downloads_dir) if f is not None]
+    reason = preflight(cell, folders, local_server=setup.kind != "hand")
     if reason:
         row.update(status="skipped", note=reason, cell_seconds=0.0)
         return _finish_row(row)
     name = test_file_name(cell.volume)
     try:
-        local = make_test_file(files_dir, cell.volume)
-        expected = file_sha256(local)
-        if cell.op == "download":
-            served = make_test_file(server_root, cell.volume)  # same generator, same bytes
-            if file_sha256(served) != expected:
-                served.unlink()
-                make_test_file(server_root, cell.volume)
-        else:
-            (Path(server_root) / name).unlink(missing_ok=True)
+        expected = file_sha256(make_test_file(files_dir, cell.volume))
+        _prepare_server_files(cell, stored_root, name, student, expected)
     except OSError as exc:
         row.update(status="error", note=f"cannot write the test file: {exc}", cell_seconds=time.perf_counter() - t0)
         return _finish_row(row)
-    server = BackgroundServer(cell.server_model, cell.server_workers, root=server_root, status_every=0,
-                              max_waiting=max(128, 2 * cell.clients), env=server_env)  # fmt: skip
     try:
-        with server:
-            result = stress.run(cell.op, cell.volume, cell.clients, cell.client_pool, *server.address,
-                                encoding=encoding, timeout=timeout, time_limit=time_limit, files_dir=files_dir,
-                                downloads_dir=downloads_dir, expected_sha256=expected, keep_downloads=False,
-                                progress=progress or False, per_worker_bars=False, cancel=cancel)  # fmt: skip
-            peaks = server.peak_rss()  # VmHWM of every server process, just before it stops
+        lease = servers.lease(cell)
+    except CellServerError as exc:
+        row.update(status=exc.status, verdict=exc.category, note=exc.note, cell_seconds=time.perf_counter() - t0,
+                   memory_mechanism=exc.memory_mechanism, server_peak_tree_rss_bytes=exc.peak_tree_rss or None)
+        if exc.status == "failed":  # the server's fault: no client could be served
+            row.update(clients_ok=0, clients_failed=cell.clients, failures=f"{exc.category}={cell.clients}",
+                       server_measured=False, digests_verified=0, digest_mismatches=0)  # fmt: skip
+        return _finish_row(row)
+    try:
+        lease.before()
+        result = stress.run(cell.op, cell.volume, cell.clients, cell.client_pool, lease.host, lease.port,
+                            encoding=encoding, timeout=timeout, time_limit=time_limit, files_dir=files_dir,
+                            downloads_dir=downloads_dir, expected_sha256=expected, keep_downloads=False,
+                            progress=progress or False, per_worker_bars=False, cancel=cancel,
+                            dialect=setup.dialect, profile=setup.profile, server_root=stored_root,
+                            verify_uploads=True)  # fmt: skip
+        want, extra_note = _requests_expected(cell, result.records, student, stored_root)
+        outcome = lease.finish(result.records, expected_requests=want)
     except (LabnetError, OSError) as exc:
         row.update(status="error", note=f"{type(exc).__name__}: {exc}", cell_seconds=time.perf_counter() - t0)
         return _finish_row(row)
     finally:
-        server.cleanup_log()
+        lease.release()
     if cancel is not None and cancel.is_set() and any(r.category == "cancelled" for r in result.records):
         raise Cancelled(cell)
+    row.update(_judge(cell, result, outcome, setup, stored_root, name, expected, extra_note))
+    row["cell_seconds"] = time.perf_counter() - t0
+    if student and stored_root is not None and cell.op == "upload":
+        if row["status"] == "ok":  # verified: free the disk for the next cell
+            for path in _student_uploads(stored_root, name.lower()):
+                path.unlink(missing_ok=True)
+        elif setup.root is not None:  # the student's own folder (labnet's is removed when the run completes)
+            row["note"] += f" | what the server stored is kept to look at: {stored_root}/w*_{name.lower()}"
+    return _finish_row(row)
+
+
+def _judge(cell: Cell, result, outcome, setup, stored_root, name: str, expected: str, extra_note: str) -> dict:
+    """The row's measured columns, status and verdict from the run's records and what the server did."""
+    records = result.records
+    if outcome.memory_acted:  # the server was killed for its memory: that is why these clients failed
+        for r in records:
+            if not r.ok and r.category != "cancelled":
+                r.message = f"the server was killed over its memory limit; this client saw {r.category}: {r.message}"
+                r.category = "out_of_memory"
     s = result.summary
-    mismatches = sum(1 for r in result.records if r.category == "integrity")
-    verified = sum(1 for r in result.records if r.ok and r.sha256 == expected)
-    notes = []
-    if cell.op == "upload" and s["ok"]:
-        stored = Path(server_root) / name
+    failed = {}
+    for r in records:
+        if not r.ok:
+            failed[r.category or "error"] = failed.get(r.category or "error", 0) + 1
+    mismatches = sum(1 for r in records if r.category in ("integrity", "truncated", "corrupted"))  # by the bytes
+    verified = sum(1 for r in records if r.ok and r.sha256 == expected)
+    notes = list(outcome.notes)
+    if setup.dialect == "labnet" and cell.op == "upload" and s["ok"] and stored_root is not None:
+        stored = stored_root / name
         if not stored.is_file() or file_sha256(stored) != expected:
             mismatches += 1
             notes.append("the server's stored file does not match the uploaded file")
-    if s.get("server_note"):
-        notes.append(s["server_note"])
-    if s["failures"]:
-        first = next(r for r in result.records if not r.ok)
+    own = setup.kind == "labnet"
+    if setup.dialect == "labnet":  # STATS, labnet's protocol
+        server = dict(server_measured=s["server_measured"], server_ok=s["server_ok"], server_failed=s["server_failed"],
+                      server_busy=s["server_busy"])  # fmt: skip
+    elif outcome.counts is not None:  # the server's own output, with --server-log-regex
+        server = dict(server_measured=True, server_ok=outcome.counts[0], server_failed=outcome.counts[1])
+        notes.append("server counts from its output (--server-log-regex), after the cell minus before it"
+                     + (f"; {extra_note}" if extra_note else ""))  # fmt: skip
+    else:
+        server = dict(server_measured=False)
+    # stress.run says "server counts: not measured" for a dialect without STATS: the column says it already
+    server_note = "; ".join(p for p in (s.get("server_note") or "").split("; ")
+                            if p and not p.startswith("server counts: not measured"))  # fmt: skip
+    if server_note:
+        notes.append(server_note)
+    if failed:
+        first = next(r for r in records if not r.ok)
         notes.append(f"first failure: w{first.worker:02d} {first.category} {first.code} {first.message}".strip())
-    failures = ";".join(f"{k}={v}" for k, v in sorted(s["failures"].items()))
-    bad = s["failed"] or mismatches or not s["server_measured"] or s["server_failed"]
-    row.update(status="failed" if bad else "ok", note=" | ".join(notes), clients_ok=s["ok"],
-               clients_failed=s["failed"], failures=failures, server_measured=s["server_measured"],
-               server_ok=s["server_ok"], server_failed=s["server_failed"], server_busy=s["server_busy"],
-               time_mean_s=s["time_mean"], time_p50_s=s["time_p50"], time_p95_s=s["time_p95"],
-               time_max_s=s["time_max"], wait_mean_s=s["wait_mean"], throughput_mean_Bps=s["throughput_mean"],
-               throughput_aggregate_Bps=s["throughput_aggregate"], wall_s=s["wall_seconds"],
-               digests_verified=verified, digest_mismatches=mismatches,
-               server_peak_rss_max_bytes=max(peaks.values()) if peaks else None, server_processes=len(peaks),
-               cell_seconds=time.perf_counter() - t0)  # fmt: skip
-    return _finish_row(row)
+    bad = s["failed"] or mismatches or outcome.died or (own and (not s["server_measured"] or s["server_failed"]))
+    worst = most_serious(failed)
+    verdict = "out_of_memory" if outcome.memory_acted else worst or ("server_died" if outcome.died else None)
+    return dict(status="failed" if bad else "ok", verdict=verdict, note=" | ".join(notes), clients_ok=s["ok"],
+                clients_failed=s["failed"], failures=";".join(f"{k}={v}" for k, v in sorted(failed.items())),
+                **server, time_mean_s=s["time_mean"], time_p50_s=s["time_p50"], time_p95_s=s["time_p95"],
+                time_max_s=s["time_max"], wait_mean_s=s["wait_mean"], throughput_mean_Bps=s["throughput_mean"],
+                throughput_aggregate_Bps=s["throughput_aggregate"], wall_s=s["wall_seconds"],
+                digests_verified=verified, digest_mismatches=mismatches, server_peak_rss_max_bytes=outcome.peak_rss_max,
+                server_processes=outcome.processes, server_peak_tree_rss_bytes=outcome.peak_tree_rss,
+                memory_mechanism=outcome.memory_mechanism)  # fmt: skip
 
 
 class Cancelled(Exception):
@@ -231,7 +349,11 @@ def run_matrix(out_dir=None, *, ops=None, volumes=None, clients=None, server_wor
                client_pools=None, quick: bool | None = None, encoding: str = "b64",
                cell_time_limit: float | None = None, timeout: float = 60.0, fresh: bool = False,
                plots: bool = True, progress=True, cancel=None, on_row=None, files_dir=None,
-               downloads_dir=None, max_cells: int | None = None, server_env=None) -> MatrixResult:  # fmt: skip
+               downloads_dir=None, max_cells: int | None = None, server_env=None, dialect: str | None = None,
+               profile=None, label: str | None = None, server_cmd=None, server_port: int | None = None,
+               server_cwd=None, server_root=None, memory_limit=None, server_log_regex: str | None = None,
+               host: str | None = None, port: int | None = None,
+               server_start_timeout: float = 30.0) -> MatrixResult:  # fmt: skip
     """Run the selected cells (see :func:`labnet.measure.matrix_plan.plan_cells` for the filters), resuming ``out_dir/ets.csv``.
 
     Writes ``out_dir/ets.csv`` (a row appended per finished cell),
@@ -246,10 +368,33 @@ def run_matrix(out_dir=None, *, ops=None, volumes=None, clients=None, server_wor
     most this many cells now (the rest on the next call).
     ``files_dir``/``downloads_dir``: default the project's ``client_files/``
     and ``client_downloads/``.  ``server_env``: environment of the servers.
+
+    Whose server (:func:`labnet.measure.matrix_setup.server_setup` checks these; the ``labnet
+    matrix`` flags of the same names):
+
+    * nothing: labnet's own servers, a fresh one per cell, counted by ``STATS``;
+    * ``server_cmd``: a command labnet starts (``"python3 srv.py --port {port} --workers {workers}"``,
+      placeholders ``{port}``, ``{workers}``, ``{host}``, ``{root}``, ``{model}``; or
+      ``["thread=...", "process=..."]``), supervised, restarted only when the model or pool size
+      changes; ``server_port``: the port it always listens on; ``server_cwd``: where it runs;
+      ``memory_limit`` (``"500MB"``): stopped when its process tree grows past it;
+      ``server_log_regex``: its ok/failed counts from its output (named groups ``ok``, ``failed``);
+    * ``dialect`` or ``host``/``port`` without ``server_cmd``: a server someone runs by hand;
+      ``server_workers`` is then the one pool size it was started with (declared).
+
+    ``dialect``/``profile``: what the clients speak (``stress.run``); ``label``: the name of these
+    rows in the CSV (default ``labnet`` for labnet's servers, else the dialect); ``server_root``:
+    the server's folder when it is on this machine (uploads verified by hashing it, downloads'
+    files copied in).  ``server_start_timeout``: seconds a command's server may take to listen.
     """
     quick = quick_mode() if quick is None else quick
-    cells = plan_cells(ops=ops, volumes=volumes, clients=clients, server_workers=server_workers,
-                       server_models=server_models, client_pools=client_pools, quick=quick)  # fmt: skip
+    setup = server_setup(dialect=dialect, profile=profile, label=label, server_cmd=server_cmd,
+                         server_port=server_port, server_cwd=server_cwd, server_root=server_root,
+                         memory_limit=memory_limit, server_log_regex=server_log_regex, host=host, port=port,
+                         server_models=server_models, server_workers=server_workers)  # fmt: skip
+    cells = setup.adapt_cells(plan_cells(ops=ops, volumes=volumes, clients=clients, server_workers=server_workers,
+                                         server_models=setup.plan_models or server_models,
+                                         client_pools=client_pools, quick=quick))  # fmt: skip
     if encoding not in ENCODINGS:
         raise UsageError(f"encoding must be b64 or raw, not {encoding!r}")
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir()
@@ -260,15 +405,18 @@ def run_matrix(out_dir=None, *, ops=None, volumes=None, clients=None, server_wor
     prepare_csv(csv_path)
     files_dir = Path(files_dir) if files_dir is not None else data_dir("client_files")
     downloads_dir = Path(downloads_dir) if downloads_dir is not None else data_dir("client_downloads")
-    server_root = out_dir / ".server_files"
-    for folder in (files_dir, downloads_dir, server_root):
+    default_root = (out_dir / ".server_files").resolve()  # a command may run elsewhere (--server-cwd)
+    for folder in (files_dir, downloads_dir, default_root):
         folder.mkdir(parents=True, exist_ok=True)
     limit = cell_time_limit or (60.0 if quick else 600.0)
 
     done = read_rows(csv_path)
-    todo = [c for c in cells if done.get(c.key, {}).get("status") not in DONE_STATUSES]
-    result = MatrixResult(rows=[], cells=cells, csv_path=csv_path, md_path=None,
-                          resumed=len(cells) - len(todo))  # fmt: skip
+    todo = [c for c in cells if not is_finished(done.get(c.key))]
+    result = MatrixResult(rows=[], cells=cells, csv_path=csv_path, md_path=None, resumed=len(cells) - len(todo),
+                          label=setup.label, dialect=setup.dialect, server_kind=setup.kind)  # fmt: skip
+    if setup.kind == "command":  # one server per model and pool size: run their cells together
+        models = {m: i for i, m in enumerate(dict.fromkeys(c.server_model for c in cells))}
+        todo.sort(key=lambda c: (models[c.server_model], c.server_workers))  # stable: Nomor order within
     if max_cells is not None:
         todo = todo[: max(0, int(max_cells))]
     t0 = time.perf_counter()
@@ -277,47 +425,53 @@ def run_matrix(out_dir=None, *, ops=None, volumes=None, clients=None, server_wor
         from tqdm.auto import tqdm
 
         outer = tqdm(total=len(cells), initial=result.resumed, desc="ETS matrix", unit="cell", dynamic_ncols=True)
+    say = outer.write if outer is not None else (lambda message: print(message, file=sys.stderr))
+    servers = open_servers(setup, root=default_root, log_dir=(out_dir / "server-logs").resolve(), env=server_env,
+                           say=say, start_timeout=server_start_timeout)  # fmt: skip
     try:
-        for cell in todo:
-            if cancel is not None and cancel.is_set():
-                result.cancelled = True
-                break
-            bar = None
-            if progress:
-                bar = ByteBar(total=cell.volume * cell.clients, desc=cell.label(), leave=False)
-            try:
-                row = run_cell(cell, files_dir=files_dir, server_root=server_root, downloads_dir=downloads_dir,
-                               encoding=encoding, time_limit=limit, timeout=timeout, progress=bar, cancel=cancel,
-                               server_env=server_env)  # fmt: skip
-            except Cancelled:
-                result.cancelled = True
-                break
-            finally:
-                if bar is not None:
-                    bar.close()
-            append_row(csv_path, row)
-            done[cell.key] = row
-            result.ran += 1
-            result.skipped += row["status"] == "skipped"
-            if outer is not None:
-                outer.update(1)
-                outer.set_postfix_str(f"{row['status']} {row['Jumlah worker client yang sukses dan gagal']}")
-            if on_row is not None:
-                on_row(row)
+        with servers:
+            for cell in todo:
+                if cancel is not None and cancel.is_set():
+                    result.cancelled = True
+                    break
+                bar = None
+                if progress:
+                    bar = ByteBar(total=cell.volume * cell.clients, desc=cell.label(), leave=False)
+                try:
+                    row = run_cell(cell, files_dir=files_dir, server_root=default_root, downloads_dir=downloads_dir,
+                                   encoding=encoding, time_limit=limit, timeout=timeout, progress=bar,
+                                   cancel=cancel, server_env=server_env, servers=servers)  # fmt: skip
+                except Cancelled:
+                    result.cancelled = True
+                    break
+                finally:
+                    if bar is not None:
+                        bar.close()
+                append_row(csv_path, row)
+                done[cell.key] = row
+                result.ran += 1
+                result.skipped += row["status"] == "skipped"
+                if outer is not None:
+                    outer.update(1)
+                    outer.set_postfix_str(f"{row['verdict']} {row['Jumlah worker client yang sukses dan gagal']}")
+                if on_row is not None:
+                    on_row(row)
     finally:
         if outer is not None:
             outer.close()
+        result.server_starts = list(servers.starts)
         result.wall_seconds = time.perf_counter() - t0
         result.rows = [done[c.key] for c in cells if c.key in done]
-        all_done = all(done.get(c.key, {}).get("status") in DONE_STATUSES for c in cells)
+        all_done = all(is_finished(done.get(c.key)) for c in cells)
         if all_done and not result.cancelled:
-            shutil.rmtree(server_root, ignore_errors=True)
+            shutil.rmtree(default_root, ignore_errors=True)
     result.md_path = out_dir / "ets.md"
-    result.md_path.write_text(ets_table(result.rows, title="ETS: stress-test table"), encoding="utf-8")
-    if plots and result.rows:
+    every_row = list(read_rows(csv_path).values())  # every label of the folder, this run's and others'
+    result.md_path.write_text(ets_table(every_row, title="ETS: stress-test table"), encoding="utf-8")
+    if plots and every_row:
         from labnet.measure import plotting  # matplotlib: imported only when plots are asked for
 
-        result.figures, result.plot_paths = plotting.save_all(result.rows, out_dir)
+        result.figures, result.plot_paths = plotting.save_all(every_row, out_dir)
     return result
 
 

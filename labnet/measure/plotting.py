@@ -6,8 +6,14 @@
 Input rows are the typed row dicts of :mod:`labnet.measure.matrix_run` (``rows``
 of a ``MatrixResult`` or the values of ``read_rows``).  Only rows with
 status ``ok``/``failed`` and a measured value are drawn; skipped rows are not.
-Every plot is split by server model, thread and process side by side, and
+Every plot is split by server model, thread and process side by side (a
+server run by hand whose model is ``unknown`` gets its own column), and
 says MB = 10^6 bytes where MB appears.
+
+Several servers in one CSV (``label``: ``labnet``, ``student``...): each plot
+takes ``label=`` to draw one of them, and :func:`plot_by_label` draws their
+throughput side by side, cell by cell; :func:`save_all` does both when more
+than one label is present.
 
 Agg-safe: figures are ``matplotlib.figure.Figure`` objects built without
 pyplot, so no GUI backend, no global figure list to leak, and it works the
@@ -18,6 +24,7 @@ Must not import pyplot, sockets or labnet's network modules.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -31,16 +38,31 @@ MARKERS = ("o", "s", "^", "D", "v")
 DONE = ("ok", "failed")
 
 
-def _select(rows, client_pool: str | None):
-    rows = [r for r in rows if r.get("status") in DONE]
+def label_of(row) -> str:
+    """A row's label (rows of an older CSV: ``labnet``)."""
+    return row.get("label") or "labnet"
+
+
+def _select(rows, client_pool: str | None, label: str | None = None):
+    rows = [r for r in rows if r.get("status") in DONE and (label is None or label_of(r) == label)]
     if client_pool is None and rows:
         pools = sorted({r["client_pool"] for r in rows})
         client_pool = "thread" if "thread" in pools else pools[0]
     return [r for r in rows if r["client_pool"] == client_pool], client_pool
 
 
+def _models(rows) -> list:
+    """The server models present: thread, process, then any other (``unknown``)."""
+    present = {r["server_model"] for r in rows}
+    return [m for m in SERVER_MODELS if m in present] + sorted(present - set(SERVER_MODELS))
+
+
+def _titled(title: str, label: str | None) -> str:
+    return title if label is None else f"{label}: {title}"
+
+
 def _grid(rows, height=3.2, width=5.0):
-    models = [m for m in SERVER_MODELS if any(r["server_model"] == m for r in rows)] or list(SERVER_MODELS)
+    models = _models(rows) or list(SERVER_MODELS)
     ops = [o for o in PLOT_OPS if any(r["op"] == o for r in rows)] or list(PLOT_OPS)
     fig = Figure(figsize=(width * len(models), height * len(ops) + 0.8), layout="constrained")
     axes = fig.subplots(len(ops), len(models), squeeze=False, sharex=True, sharey="row")
@@ -86,12 +108,13 @@ def _empty(fig: Figure, title: str) -> Figure:
     return fig
 
 
-def plot_throughput(rows, client_pool: str | None = None) -> Figure:
+def plot_throughput(rows, client_pool: str | None = None, label: str | None = None) -> Figure:
     """Throughput per client (MB/s) against client workers: a line per volume (colour) and
-    server pool size (line style); operations in rows, server models side by side."""
-    rows, pool = _select(rows, client_pool)
+    server pool size (line style); operations in rows, server models side by side.
+    ``label``: only that server's rows (see the module docstring)."""
+    rows, pool = _select(rows, client_pool, label)
     fig, axes, ops, models = _grid(rows)
-    title = f"Throughput per client vs client workers ({pool} client pool; MB = 10^6 bytes)"
+    title = _titled(f"Throughput per client vs client workers ({pool} client pool; MB = 10^6 bytes)", label)
     if not rows:
         return _empty(fig, title)
     volumes, servers, colors = _series(rows)
@@ -114,12 +137,12 @@ def plot_throughput(rows, client_pool: str | None = None) -> Figure:
     return fig
 
 
-def plot_time(rows, client_pool: str | None = None) -> Figure:
+def plot_time(rows, client_pool: str | None = None, label: str | None = None) -> Figure:
     """Total time per client against client workers: p50 as the marker, a bar up to p95;
     a colour per volume, a marker per server pool size; server models side by side."""
-    rows, pool = _select(rows, client_pool)
+    rows, pool = _select(rows, client_pool, label)
     fig, axes, ops, models = _grid(rows)
-    title = f"Time per client: p50 (marker) to p95 (bar top) ({pool} client pool)"
+    title = _titled(f"Time per client: p50 (marker) to p95 (bar top) ({pool} client pool)", label)
     if not rows:
         return _empty(fig, title)
     volumes, servers, colors = _series(rows)
@@ -152,15 +175,16 @@ def plot_time(rows, client_pool: str | None = None) -> Figure:
     return fig
 
 
-def plot_counts(rows, client_pool: str | None = None) -> Figure:
+def plot_counts(rows, client_pool: str | None = None, label: str | None = None) -> Figure:
     """Succeeded / failed counts per row (``Nomor``): client workers on top, the server's own
-    counts (STATS before/after, BUSY refusals apart) below; server models side by side."""
-    rows, pool = _select(rows, client_pool)
-    models = [m for m in SERVER_MODELS if any(r["server_model"] == m for r in rows)] or list(SERVER_MODELS)
+    counts (STATS before/after, BUSY refusals apart; a student's server: its log) below;
+    server models side by side."""
+    rows, pool = _select(rows, client_pool, label)
+    models = _models(rows) or list(SERVER_MODELS)
     fig = Figure(figsize=(max(6.0, 0.25 * max((len(rows) // len(models)), 1) + 3) * len(models), 6.5),
                  layout="constrained")  # fmt: skip
     axes = fig.subplots(2, len(models), squeeze=False)
-    title = f"Succeeded and failed workers per row ({pool} client pool)"
+    title = _titled(f"Succeeded and failed workers per row ({pool} client pool)", label)
     if not rows:
         return _empty(fig, title)
     for j, model in enumerate(models):
@@ -185,7 +209,8 @@ def plot_counts(rows, client_pool: str | None = None) -> Figure:
         unmeasured = [i for i, r in enumerate(sub) if not r.get("server_measured")]
         if unmeasured:
             ax2.plot(unmeasured, [0] * len(unmeasured), "kx", label="not measured")
-        ax2.set_title(f"server's own counts (STATS), {model} server")
+        source = "STATS" if all((r.get("dialect") or "labnet") == "labnet" for r in sub) else "STATS or its log"
+        ax2.set_title(f"server's own counts ({source}), {model} server")
         ax2.set_ylabel("requests")
         for a in (ax, ax2):
             a.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -211,25 +236,92 @@ def _legend(fig: Figure, axes) -> None:
                    ncol=min(len(labels), 3), fontsize=8)  # fmt: skip
 
 
+def plot_by_label(rows, client_pool: str | None = None) -> Figure:
+    """Several servers side by side: throughput per client (MB/s) of every cell (``Nomor``), a bar
+    per label next to each other; operations in rows, server models side by side.  A failed row's
+    bar is hatched and its verdict written on it (``truncated``...); a cell a server has no
+    finished row for has no bar."""
+    rows, pool = _select(rows, client_pool)
+    labels = sorted({label_of(r) for r in rows}, key=lambda lab: (lab != "labnet", lab))
+    models = _models(rows) or list(SERVER_MODELS)
+    ops = [o for o in PLOT_OPS if any(r["op"] == o for r in rows)] or list(PLOT_OPS)
+    per_panel = max([len({r["number"] for r in rows if r["op"] == op}) for op in ops] + [1])
+    fig = Figure(figsize=(max(6.0, 0.35 * per_panel * len(labels) + 2.5) * len(models), 3.4 * len(ops) + 1.0),
+                 layout="constrained")  # fmt: skip
+    axes = fig.subplots(len(ops), len(models), squeeze=False, sharey="row")
+    title = f"Throughput per client by server (label), cell by cell\n({pool} client pool; MB = 10^6 bytes)"
+    if not rows:
+        return _empty(fig, title)
+    width = 0.8 / max(len(labels), 1)
+    for i, op in enumerate(ops):
+        for j, model in enumerate(models):
+            ax = axes[i][j]
+            sub = [r for r in rows if r["op"] == op and r["server_model"] == model]
+            numbers = sorted({r["number"] for r in sub})
+            for k, lab in enumerate(labels):
+                mine = {r["number"]: r for r in sub if label_of(r) == lab}
+                xs = [n for n, x in enumerate(numbers) if x in mine]
+                if not xs:
+                    continue
+                at = [x + (k - (len(labels) - 1) / 2) * width for x in xs]
+                heights = [(mine[numbers[n]].get("throughput_mean_Bps") or 0) / MB for n in xs]
+                bars = ax.bar(at, heights, width, color=f"C{k}", label=lab)
+                for bar, x, n in zip(bars, at, xs, strict=True):
+                    row = mine[numbers[n]]
+                    if row["status"] != "ok":
+                        bar.set_hatch("xx")
+                        bar.set_edgecolor("black")
+                        ax.annotate(row.get("verdict") or "failed", (x, 0), rotation=90, fontsize=7, ha="center",
+                                    va="bottom", color=f"C{k}")  # fmt: skip
+            ax.set_xticks(range(len(numbers)))
+            ax.set_xticklabels([str(n) for n in numbers], fontsize=7, rotation=90 if len(numbers) > 20 else 0)
+            ax.set_title(f"{op}, {model} server")
+            ax.grid(True, axis="y", alpha=0.3)
+            ax.set_xlabel("Nomor (row; hatched: failed)")
+            if j == 0:
+                ax.set_ylabel("throughput per client (MB/s)")
+    _legend(fig, axes)
+    fig.suptitle(title)
+    return fig
+
+
 PLOTS = {"throughput": plot_throughput, "time": plot_time, "counts": plot_counts}
+
+
+def _file_part(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-") or "label"
 
 
 def save_all(rows, out_dir, dpi: int = 100) -> tuple[dict, dict]:
     """Draw every plot for every client pool kind present and save ``out_dir/ets_<plot>[_<pool>-clients].png``.
 
     Returns ``(figures, paths)``, both keyed by plot name (``"throughput"``,
-    or ``"throughput_process-clients"`` for a process client pool).
+    or ``"throughput_process-clients"`` for a process client pool).  With more
+    than one label in ``rows``, each plot is drawn per label (``"throughput_student"``,
+    ``ets_throughput_student.png``; an ``ets_throughput.png`` of an earlier one-label run is
+    removed) and ``"by_label"`` (``ets_by_label.png``) puts them side by side.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pools = sorted({r["client_pool"] for r in rows if r.get("status") in DONE})
+    done = [r for r in rows if r.get("status") in DONE]
+    pools = sorted({r["client_pool"] for r in done})
+    labels = sorted({label_of(r) for r in done}, key=lambda lab: (lab != "labnet", lab))
     figures, paths = {}, {}
+
+    def save(name: str, fig: Figure) -> None:
+        path = out_dir / f"ets_{name}.png"
+        fig.savefig(path, dpi=dpi)
+        figures[name], paths[name] = fig, path
+
     for pool in pools or ["thread"]:
         suffix = "" if pool == "thread" else f"_{pool}-clients"
+        if len(labels) <= 1:
+            for name, plot in PLOTS.items():
+                save(name + suffix, plot(rows, client_pool=pool))
+            continue
         for name, plot in PLOTS.items():
-            fig = plot(rows, client_pool=pool)
-            path = out_dir / f"ets_{name}{suffix}.png"
-            fig.savefig(path, dpi=dpi)
-            figures[name + suffix] = fig
-            paths[name + suffix] = path
+            (out_dir / f"ets_{name}{suffix}.png").unlink(missing_ok=True)  # one label's, from an earlier run
+            for label in labels:
+                save(f"{name}_{_file_part(label)}{suffix}", plot(rows, client_pool=pool, label=label))
+        save("by_label" + suffix, plot_by_label(rows, client_pool=pool))
     return figures, paths
