@@ -90,6 +90,7 @@ def do_transfer(spec: WorkerSpec, cancelled=None, progress=None) -> WorkerRecord
     try:
         client.connect()
         rec.wait_seconds = client.wait_seconds
+        rec.queue_position = client.queue_position or 0
         if spec.op == "upload":
             result = client.upload(spec.local, name=spec.name, encoding=spec.encoding, progress=on_bytes)
         else:

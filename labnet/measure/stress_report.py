@@ -93,6 +93,7 @@ class WorkerRecord:
     sha256: str = ""
     path: str = ""
     timing: str = "greeting"  # what tells wait from transfer: labnet's greeting, a first byte, or nothing
+    queue_position: int = 0  # where labnet's server queued this client (OK LABNET 1 QUEUED n); 0: served at once
     findings: str = ""  # what a dialect's base64 decoder noticed (block-by-block padding...)
 
     def to_dict(self) -> dict:
@@ -194,6 +195,8 @@ def summarize(records, *, op: str, size: int, clients: int, wall_seconds: float,
         "time_p95": percentile(times, 95),
         "time_max": max(times) if times else None,
         "wait_mean": _mean(r.wait_seconds for r in good),
+        "queued": sum(1 for r in records if r.queue_position),
+        "queue_longest": max((r.queue_position for r in records), default=0),
         "transfer_mean": _mean(r.transfer_seconds for r in good),
         "throughput_mean": _mean(tput),
         "throughput_aggregate": moved / wall_seconds if wall_seconds > 0 and moved else (0.0 if not moved else None),
@@ -282,6 +285,8 @@ def format_summary(summary: dict, records=()) -> str:
         f"  total time per client: mean {_fmt(s['time_mean'])}, p50 {_fmt(s['time_p50'])}, "
         f"p95 {_fmt(s['time_p95'])}, max {_fmt(s['time_max'])}",
         _timing_line(s),
+        *([f"  queued: {s['queued']} of {s['clients']} clients were told to wait in line "
+           f"(the longest line: {s['queue_longest']})"] if s.get("queued") else []),
         f"  throughput per client: mean {_fmt(s['throughput_mean'], 'MB/s', 1e6, 2)}; "
         f"aggregate {_fmt(s['throughput_aggregate'], 'MB/s', 1e6, 2)}  (MB = 10^6 bytes)",
     ]

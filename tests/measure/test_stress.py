@@ -403,3 +403,11 @@ def test_forkserver_start_method(start_server, client_dirs, tmp_path):
                         progress=False, start_method="forkserver")  # fmt: skip
     assert result.ok and result.config["start_method"] == "forkserver", result.format()
     assert children() <= before
+
+
+def test_summary_counts_the_clients_told_to_wait_in_line():
+    records = [WorkerRecord(worker=i, op="download", ok=True, size=10, bytes=10, total_seconds=1.0, throughput=10.0,
+                            queue_position=p) for i, p in enumerate([0, 1, 2, 0])]  # fmt: skip
+    s = summarize(records, op="download", size=10, clients=4, wall_seconds=1.0)
+    assert (s["queued"], s["queue_longest"]) == (2, 2)
+    assert "queued: 2 of 4 clients were told to wait in line (the longest line: 2)" in stress_report.format_summary(s)
