@@ -136,7 +136,9 @@ class BackgroundServer:
                 snap = read_counters(self.counters_address, timeout=2.0)
             except (OSError, ValueError):
                 return
-            if snap.get("active", 0) == 0 and snap.get("waiting", 0) == 0:
+            # connections >= 1: the readiness connection was accepted (a connect completes in the
+            # kernel before the accept loop takes it, so 0 active and 0 waiting alone prove nothing)
+            if snap.get("connections", 0) >= 1 and snap.get("active", 0) == 0 and snap.get("waiting", 0) == 0:
                 return
             time.sleep(0.01)
 
