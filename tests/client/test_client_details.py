@@ -63,6 +63,7 @@ def test_request_is_resent_once_when_the_idle_connection_was_closed_under_it():
         srv.close()
 
 
+@pytest.mark.slow
 def test_timeout_on_a_fresh_connection_is_not_retried():
     srv = ScriptedServer([b"ERR TIMEOUT too slow\r\n", b"OK 0 files\r\n"])
     try:

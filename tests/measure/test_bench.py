@@ -54,6 +54,7 @@ def test_transfer_bench_runs_and_reports_every_line():
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_matrix_bench_runs_a_small_matrix(tmp_path):
     out = subprocess.run([sys.executable, "bench/matrix.py", "--out", str(tmp_path), "--ops", "upload,download",
                           "--volumes", "1MB", "--clients", "1,5", "--server-workers", "2",

@@ -221,6 +221,7 @@ def test_preflight_skip_is_written_and_retried(tmp_path, monkeypatch):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_table(tmp_path):
     """SIGKILL a `labnet matrix` half-way; the resumed run keeps finished rows and completes the same table."""
     out, files, downloads = tmp_path / "out", tmp_path / "files", tmp_path / "downloads"

@@ -42,6 +42,7 @@ def _download_in_thread(address, name, dest, result: dict) -> threading.Thread:
     return t
 
 
+@pytest.mark.slow
 def test_graceful_shutdown_with_transfers_in_flight(start_server, model, client_dirs, tmp_path):
     files, downloads = client_dirs
     quick_dest, slow_dest = downloads / "quick", downloads / "slow"

@@ -209,6 +209,7 @@ def test_threaded_writer_writes_in_order(enabled):
     assert pipeline.helpers_running() == 0
 
 
+@pytest.mark.slow
 def test_threaded_writer_hands_the_error_to_the_caller_and_never_blocks_it():
     calls = []
     gate = threading.Event()

@@ -146,3 +146,15 @@ def test_verbs_as_written_or_in_upper_case_unless_case_insensitive():
     assert PROFILES["course"].op_of("POST") == "unknown"
     with pytest.raises(UsageError, match="no upload request"):
         PROFILES["course-reference"].verb_for("upload")
+
+
+def test_the_readme_profile_examples_load():
+    """The two TOML examples students copy from the README stay valid profiles."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```toml\n(.*?)```", readme, re.S)
+    assert len(blocks) == 2
+    loaded = [load_profile(b) for b in blocks]
+    assert [(p.name, p.dialect) for p in loaded] == [("kelompok-3", "course"), ("store-fetch", "sentinel")]
