@@ -44,6 +44,7 @@ test-browser: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/transfer.py
+	$(PY) bench/heavy.py
 	$(PY) bench/matrix.py
 	$(PY) bench/dialects.py
 

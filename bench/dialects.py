@@ -1,6 +1,6 @@
 """Benchmark: labnet's client in the students' ``course`` dialect against plain code doing the same work.
 
-Run with ``make bench`` or ``.venv/bin/python bench/dialects.py [--size 100MB] [--runs 3]``.
+Run with ``make bench`` or ``.venv/bin/python bench/dialects.py [--size 100MB] [--runs 3] [--check all|client|server-memory]``.
 
 * A plain streaming ``course``-dialect server, written here (a thread per
   connection; ``GET <name>\\r\\n\\r\\n`` answered with the JSON reply whose
@@ -17,6 +17,15 @@ Printed: MB/s of each (best of ``--runs``, after a warm-up) and the ratio
 labnet / plain; target **>= 0.8**.  Then 5 concurrent downloads of the same
 file by labnet's client in a fresh process, whose peak RSS (VmHWM) must stay
 **under 100 MB** -- a client that held the reply would need 5 x 133 MB.
+
+**Server memory** (``--check server-memory`` runs it alone): labnet's own
+server, each model with 5 workers, speaking the ``course`` dialect
+(``labnet server --dialect course``), serves 5 concurrent uploads of a
+``--server-size`` file (100 MB) by labnet's StudentClient, then 5 concurrent
+downloads of it; every file is checked by SHA-256; the peak RSS (VmHWM) of
+every server process is printed against the target **under 100 MB** per
+process -- a server that held a request or a reply would need 133 MB or more
+per connection.
 MB = 10**6 bytes.
 """
 
@@ -42,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 from labnet.client import StudentClient  # noqa: E402
 from labnet.config import MB, parse_size  # noqa: E402
 from labnet.measure.files import make_test_file  # noqa: E402
+from labnet.measure.launcher import BackgroundServer  # noqa: E402
 
 PIECE = 1 << 20
 
@@ -146,11 +156,102 @@ print(int(hwm) * 1024, len(errors))
 '''
 
 
+SERVER_CLIENTS = 5
+SERVER_TARGET = 100 * MB
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while piece := f.read(PIECE):
+            h.update(piece)
+    return h.hexdigest()
+
+
+def _concurrently(fn, count: int) -> list:
+    errors: list = []
+
+    def run(i: int) -> None:
+        try:
+            fn(i)
+        except Exception as exc:  # reported by the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+def server_memory(size: int) -> bool:
+    """labnet's server in the course dialect, both models: 5 concurrent uploads, then 5 downloads, of
+    ``size`` bytes; peak RSS per server process against the target.  True when every figure is met."""
+    work = Path(tempfile.mkdtemp(prefix="labnet-bench-server-memory-"))
+    met = True
+    try:
+        src = make_test_file(work / "src", size)
+        digest = _file_digest(src)
+        print(f"labnet server, course dialect, {SERVER_CLIENTS} workers: {SERVER_CLIENTS} concurrent uploads then "
+              f"{SERVER_CLIENTS} concurrent downloads of {size / MB:g} MB (MB = 10^6 bytes)")  # fmt: skip
+        for model in ("thread", "process"):
+            met &= _server_memory_one(model, src, digest, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return met
+
+
+def _server_memory_one(model: str, src: Path, digest: str, work: Path) -> bool:
+    root, dest = work / f"srv-{model}", work / f"dl-{model}"
+    root.mkdir()
+    dest.mkdir()
+    with BackgroundServer(model, workers=SERVER_CLIENTS, root=root, dialect="course", idle_timeout=600,
+                          start_timeout=60) as srv:  # fmt: skip
+        client = StudentClient("course", host=srv.address[0], port=srv.address[1], timeout=600)
+
+        def down(i: int) -> None:
+            r = client.download(f"u{i}.bin", dest, save_as=f"d{i}.bin")
+            if r.sha256 != digest:
+                raise AssertionError(f"download {i}: digest differs")
+            (dest / f"d{i}.bin").unlink()
+
+        t0 = time.perf_counter()
+        errors = _concurrently(lambda i: client.upload(src, name=f"u{i}.bin"), SERVER_CLIENTS)
+        up = time.perf_counter() - t0
+        wrong = [i for i in range(SERVER_CLIENTS) if _file_digest(root / f"u{i}.bin") != digest]
+        t0 = time.perf_counter()
+        errors += _concurrently(down, SERVER_CLIENTS)
+        down_s = time.perf_counter() - t0
+        peaks = srv.peak_rss()
+    ok = bool(not errors and not wrong and peaks and max(peaks.values()) < SERVER_TARGET)
+    figures = ", ".join(f"pid {pid}: {rss / MB:.1f} MB" for pid, rss in peaks.items())
+    print(f"  {model:7s} model: uploads {up:5.1f} s, downloads {down_s:5.1f} s; peak RSS per server process: "
+          f"{figures}  (target < {SERVER_TARGET / MB:g} MB each: {'met' if ok else 'NOT met'})")  # fmt: skip
+    if errors or wrong:
+        print(f"    errors: {errors[:3]}; uploads with a wrong digest: {wrong}")
+    shutil.rmtree(root, ignore_errors=True)
+    return ok
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="100MB")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--check", choices=["all", "client", "server-memory"], default="all",
+                    help="client: labnet's client against plain code; server-memory: labnet's server in the course "
+                         "dialect, peak RSS per process; all: both (default)")  # fmt: skip
+    ap.add_argument("--server-size", default="100MB", help="file size of the server-memory check")
     args = ap.parse_args(argv)
+    server_ok = True
+    if args.check in ("all", "server-memory"):
+        server_ok = server_memory(parse_size(args.server_size))
+        if args.check == "server-memory":
+            return 0 if server_ok else 1
+    return 0 if client_check(args) == 0 and server_ok else 1
+
+
+def client_check(args) -> int:
     size = parse_size(args.size)
     work = Path(tempfile.mkdtemp(prefix="labnet-bench-dialects-"))
     try:

@@ -1,7 +1,7 @@
 """``labnet`` / ``python -m labnet``: the command line.
 
 Subcommands: ``server``, ``list``, ``upload``, ``download``, ``delete``,
-``stats``, ``make-files``, ``stress``, ``matrix``.  Every error a user can
+``stats``, ``make-files``, ``stress``, ``matrix``, ``grade``.  Every error a user can
 cause ends in one line on stderr and a non-zero exit status: 2 for bad
 arguments, 1 for a failed operation (with the server's code when it gave
 one).  ``--json`` on client commands prints exactly one JSON object on stdout.
@@ -26,11 +26,13 @@ from labnet.config import (
     parse_size,
 )
 from labnet.errors import LabnetError, UsageError
-from labnet.measure import stress
+from labnet.measure import grade_cli, stress
+from labnet.measure.client_matrix import run_client_matrix
 from labnet.measure.files import DEFAULT_SIZES, make_test_files
 from labnet.measure.matrix_run import run_matrix
 from labnet.measure.probe import probe
 from labnet.measure.progress import byte_bar
+from labnet.protocol.codec import BACKENDS
 from labnet.protocol.dialects import DIALECTS
 from labnet.server import run_server
 
@@ -83,6 +85,12 @@ def _add_dialect(p) -> None:
                    help="the server's variants: a built-in profile name or a TOML file (see README)")
 
 
+def _add_base64(p, who: str) -> None:
+    p.add_argument("--base64", choices=BACKENDS, default=None,
+                   help=f"base64 backend of {who}: pybase64 (SIMD, releases the GIL) or binascii (the standard "
+                        "library's, holds the GIL); default LABNET_BASE64, else pybase64")  # fmt: skip
+
+
 def _add_address(p, with_json=True):
     p.add_argument("--host", default=DEFAULT_HOST, help=f"server address (default {DEFAULT_HOST})")
     p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
@@ -116,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--counters-port", type=_port_or_off, default=defaults.counters_port,
                    help="port on 127.0.0.1 where the accept loop answers one JSON line of counters, without "
                         "taking a worker (default 0: any free port, named in the ready line; 'off': none)")  # fmt: skip
+    _add_dialect(p)  # a student dialect: their own clients work against labnet (see README, "In a student dialect")
+    _add_base64(p, "its workers")
+    p.add_argument("--connection-log", metavar="FILE", help="append one JSON line per closed connection (README)")
 
     p = sub.add_parser("list", help="list the server's files")
     _add_address(p)
@@ -151,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_stress(sub)
     _add_matrix(sub)
+    grade_cli.add_parser(sub)  # labnet grade: its flags and its run are in labnet.measure.grade_cli
     return parser
 
 
@@ -180,7 +192,9 @@ def run(args) -> int:
                               root=args.root, backlog=args.backlog, max_waiting=args.max_waiting,
                               idle_timeout=args.idle_timeout, max_upload=parse_size(args.max_upload),
                               status_every=args.status_every, grace=args.grace,
-                              start_method=args.start_method, counters_port=args.counters_port)  # fmt: skip
+                              start_method=args.start_method, counters_port=args.counters_port, dialect=args.dialect,
+                              profile=args.profile, connection_log=args.connection_log,
+                              base64=args.base64)  # fmt: skip
         return run_server(config)
     if cmd == "make-files":
         sizes = [s for s in args.sizes.split(",") if s.strip()]
@@ -260,6 +274,7 @@ def _add_stress(sub) -> None:
     p.add_argument("clients", type=_positive_int, help="number of client workers")
     p.add_argument("pool", nargs="?", choices=CLIENT_POOLS, default="thread", help="client worker pool (default thread)")
     p.add_argument("--encoding", choices=ENCODINGS, default="b64")
+    _add_base64(p, "the client workers")
     p.add_argument("--time-limit", type=_seconds, default=1800.0,
                    help="seconds after the start when unfinished workers give up (default 1800)")  # fmt: skip
     p.add_argument("--files", default=None, help="folder of files to upload (default client_files)")
@@ -287,7 +302,7 @@ def _run_stress(args) -> int:
                  files_dir=args.files, downloads_dir=args.dest, keep_downloads=not args.no_keep,
                  progress=not args.no_progress, per_worker_bars=args.per_worker_bars,
                  start_method=args.start_method, dialect=args.dialect, profile=args.profile,
-                 server_root=args.server_root, verify_uploads=not args.no_verify)  # fmt: skip
+                 server_root=args.server_root, verify_uploads=not args.no_verify, base64=args.base64)  # fmt: skip
     if args.json:
         print(result.to_json())
     elif args.csv:
@@ -319,6 +334,7 @@ def _add_matrix(sub) -> None:
     p.add_argument("--client-pools", help="client pool kinds: thread,process (default thread)")
     p.add_argument("--quick", action="store_true", help="small files and pools (also LABNET_QUICK=1)")
     p.add_argument("--encoding", choices=ENCODINGS, default="b64")
+    _add_base64(p, "labnet's servers and clients")
     p.add_argument("--time-limit", type=_seconds, default=None, help="seconds per cell (default 600, quick 60)")
     p.add_argument("--timeout", type=_seconds, default=60.0, help="seconds without progress before a transfer fails")
     p.add_argument("--fresh", action="store_true", help="start a new ets.csv instead of resuming")
@@ -335,7 +351,8 @@ def _add_matrix(sub) -> None:
                    help="labnet starts the server under test: a command with {port} {workers} {host} {root} "
                         "{model}; repeat as thread=COMMAND and process=COMMAND for one per model")  # fmt: skip
     g.add_argument("--server-port", type=_port, default=None,
-                   help="the port the command's server always listens on ({port} is then this)")
+                   help="the port the command's server always listens on ({port} is then this); with "
+                        "--client-cmd: the port labnet's server listens on, for a client whose port is a constant")
     g.add_argument("--server-cwd", default=None, help="folder the command runs in")
     g.add_argument("--server-root", default=None,
                    help="the server's folder on this machine: uploads verified by hashing it, downloads copied in")
@@ -346,21 +363,56 @@ def _add_matrix(sub) -> None:
                         "and (?P<failed>..); a number sets the count, other text adds one")  # fmt: skip
     g.add_argument("--host", default=None, help="a server run by hand: its address (with --server-cmd: {host})")
     g.add_argument("--port", type=_port, default=None, help="a server run by hand: its port")
+    c = p.add_argument_group("a student's client against labnet's server (--client-cmd; needs --dialect)")
+    c.add_argument("--client-cmd", default=None, metavar="COMMAND",
+                   help="the client under test, e.g. 'python3 client_pool.py {op} {volume} {clients} {pool}'; "
+                        "also {host} {port} {file} {volume_lower} {workers} {model}, and SERVER_HOST/SERVER_PORT "
+                        "in its environment")  # fmt: skip
+    c.add_argument("--client-cwd", default=None, help="folder the client runs in (default DIR/client-work)")
+    c.add_argument("--client-files", default=None,
+                   help="where it reads the files it uploads, inside --client-cwd (default client_files)")
+    c.add_argument("--client-downloads", default=None,
+                   help="where it writes downloads, inside --client-cwd (default client_downloads; '.' itself)")
+    c.add_argument("--client-file-name", default="test_{volume_lower}.txt",
+                   help="the file name it uses for a volume (default test_{volume_lower}.txt: test_10mb.txt)")
+    c.add_argument("--client-log-regex", action="append", default=None,
+                   help="read the client's own figures from its output: named groups ok, failed (a number sets "
+                        "the count, other text adds one), time (s), throughput (B/s); repeatable "
+                        "(default: the seed's '[OK] Time: ...' and 'Success count : N' lines)")  # fmt: skip
     p.set_defaults(func=_run_matrix)
+
+
+def _client_matrix(args):
+    """``labnet matrix --client-cmd``: a student's client against labnet's server (``client_matrix``)."""
+    if args.server_cmd or args.host or args.port:
+        raise UsageError("--client-cmd runs labnet's own server for the client: drop --server-cmd/--host/--port")
+    if args.dialect in (None, "labnet"):
+        raise UsageError("--client-cmd needs --dialect course or sentinel: what the client speaks")
+    return run_client_matrix(args.out or "results/ets-client", command=args.client_cmd, dialect=args.dialect,
+                             profile=args.profile, client_cwd=args.client_cwd, client_files=args.client_files,
+                             client_downloads=args.client_downloads, client_log_regex=args.client_log_regex,
+                             file_name=args.client_file_name, ops=args.ops, volumes=args.volumes,
+                             clients=args.clients, server_workers=args.server_workers, server_models=args.models,
+                             client_pools=args.client_pools, quick=True if args.quick else None,
+                             time_limit=args.time_limit, fresh=args.fresh, progress=not args.no_progress,
+                             label=args.label or "client", server_port=args.server_port)  # fmt: skip
 
 
 def _run_matrix(args) -> int:
     try:
-        result = run_matrix(args.out, ops=args.ops, volumes=args.volumes, clients=args.clients,
-                            server_workers=args.server_workers, server_models=args.models,
-                            client_pools=args.client_pools, quick=True if args.quick else None,
-                            encoding=args.encoding, cell_time_limit=args.time_limit or None,
-                            timeout=args.timeout or 60.0, fresh=args.fresh, plots=not args.no_plots,
-                            progress=not args.no_progress, dialect=args.dialect, profile=args.profile,
-                            label=args.label, server_cmd=args.server_cmd, server_port=args.server_port,
-                            server_cwd=args.server_cwd, server_root=args.server_root,
-                            memory_limit=args.memory_limit, server_log_regex=args.server_log_regex,
-                            host=args.host, port=args.port)  # fmt: skip
+        if args.client_cmd:
+            result = _client_matrix(args)
+        else:
+            result = run_matrix(args.out, ops=args.ops, volumes=args.volumes, clients=args.clients,
+                                server_workers=args.server_workers, server_models=args.models,
+                                client_pools=args.client_pools, quick=True if args.quick else None,
+                                encoding=args.encoding, cell_time_limit=args.time_limit or None,
+                                timeout=args.timeout or 60.0, fresh=args.fresh, plots=not args.no_plots,
+                                progress=not args.no_progress, dialect=args.dialect, profile=args.profile,
+                                label=args.label, server_cmd=args.server_cmd, server_port=args.server_port,
+                                server_cwd=args.server_cwd, server_root=args.server_root,
+                                memory_limit=args.memory_limit, server_log_regex=args.server_log_regex,
+                                host=args.host, port=args.port, base64=args.base64)  # fmt: skip
     except KeyboardInterrupt:
         print("labnet: interrupted; finished rows are in ets.csv: run the same command again to resume",
               file=sys.stderr)  # fmt: skip

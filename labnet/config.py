@@ -53,6 +53,10 @@ class ServerConfig:
     grace: float = 10.0  # seconds in-flight transfers get to finish on shutdown
     start_method: str | None = None  # process model: "fork", "spawn", "forkserver"
     counters_port: int | None = 0  # counters listener on 127.0.0.1 (0: any free port; None: none)
+    dialect: str = "labnet"  # what the server speaks: "labnet", "course" or "sentinel" (the students')
+    profile: str | None = None  # the dialect's variant: a built-in profile name or a TOML path (read by workers)
+    connection_log: str | None = None  # a file that gets one JSON line per closed connection (labnet.server.connlog)
+    base64: str | None = None  # the codec backend: "pybase64" or "binascii" (None: LABNET_BASE64, else pybase64)
 
 
 # -- quick mode ----------------------------------------------------------------

@@ -39,7 +39,12 @@ from labnet.config import DEFAULT_HOST, SERVER_MODELS
 from labnet.errors import UsageError
 from labnet.measure.files import data_dir
 from labnet.procutil import alive, peak_rss_bytes, process_tree, rss_bytes
-from labnet.protocol.console import parse_counters_address, parse_counters_line, parse_ready_line
+from labnet.protocol.console import (
+    parse_counters_address,
+    parse_counters_line,
+    parse_ready_base64,
+    parse_ready_line,
+)
 
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 
@@ -50,7 +55,8 @@ class BackgroundServer:
     def __init__(self, model: str = "thread", workers: int = 5, host: str = DEFAULT_HOST, port: int = 0,
                  root=None, status_every: float = 0, grace: float = 5.0, max_waiting: int | None = None,
                  idle_timeout: float | None = None, max_upload: int | None = None,
-                 start_method: str | None = None, start_timeout: float = 30.0, extra_args=(), env=None):  # fmt: skip
+                 start_method: str | None = None, start_timeout: float = 30.0, extra_args=(), env=None,
+                 dialect: str = "labnet", profile=None, connection_log=None, base64: str | None = None):  # fmt: skip
         if model not in SERVER_MODELS:
             raise UsageError(f"unknown server model {model!r}; choose {' or '.join(SERVER_MODELS)}")
         self.model, self.workers = model, int(workers)
@@ -60,6 +66,10 @@ class BackgroundServer:
         self.status_every, self.grace = status_every, grace
         self.max_waiting, self.idle_timeout, self.max_upload = max_waiting, idle_timeout, max_upload
         self.start_method = start_method
+        self.dialect = dialect  # what the server speaks: labnet, course, sentinel (its readiness check sends nothing)
+        self.profile = None if profile is None else str(profile)
+        self.connection_log = None if connection_log is None else str(connection_log)
+        self.base64 = base64  # the server's codec backend (--base64 pybase64|binascii; None: its default)
         self.start_timeout = start_timeout
         self.extra_args = list(extra_args)
         self.env = env
@@ -75,8 +85,12 @@ class BackgroundServer:
         cmd = [sys.executable, "-m", "labnet", "server", "--model", self.model, "--workers", str(self.workers),
                "--host", self.host, "--port", str(self.port), "--root", str(self.root),
                "--status-every", str(self.status_every), "--grace", str(self.grace)]  # fmt: skip
+        if self.dialect != "labnet":
+            cmd += ["--dialect", self.dialect]
         for flag, value in (("--max-waiting", self.max_waiting), ("--idle-timeout", self.idle_timeout),
-                            ("--max-upload", self.max_upload), ("--start-method", self.start_method)):  # fmt: skip
+                            ("--max-upload", self.max_upload), ("--start-method", self.start_method),
+                            ("--profile", self.profile), ("--connection-log", self.connection_log),
+                            ("--base64", self.base64)):  # fmt: skip
             if value is not None:
                 cmd += [flag, str(value)]
         return cmd + self.extra_args
@@ -114,6 +128,7 @@ class BackgroundServer:
                 if ready is not None:
                     self.port = ready[1]
                     self.counters_address = parse_counters_address(line)
+                    self.base64 = parse_ready_base64(line) or self.base64  # what it really uses
                     self._connect_once()
                     self._wait_idle(end)
                     return
@@ -161,12 +176,16 @@ class BackgroundServer:
                 pass
             except OSError:
                 pass
-        for pid in pids | set(process_tree(proc.pid)):
+        pids |= set(process_tree(proc.pid))
+        for pid in pids:
             if alive(pid):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
+        gone_by = time.monotonic() + 2.0  # a killed grandchild (spawn's resource tracker) dies a moment later
+        while any(alive(pid) for pid in pids) and time.monotonic() < gone_by:
+            time.sleep(0.01)
         try:
             proc.wait(5)
         except subprocess.TimeoutExpired:

@@ -210,9 +210,17 @@ def _requests_expected(cell: Cell, records, student: bool, stored_root) -> tuple
     return reached + reached, "the counts include labnet's downloads that checked each stored upload"
 
 
+def server_env_with(env, base64: str | None):
+    """The servers' environment with ``LABNET_BASE64`` set to ``base64`` (``None``: ``env`` as it is):
+    labnet's servers and any labnet-based command read their codec backend from it."""
+    if not base64:
+        return env
+    return dict(os.environ if env is None else env, LABNET_BASE64=base64)
+
+
 def run_cell(cell: Cell, *, files_dir, server_root, downloads_dir, encoding: str = "b64",
              time_limit: float = 600.0, timeout: float = 60.0, progress=None, cancel=None,
-             server_env=None, servers=None) -> dict:  # fmt: skip
+             server_env=None, servers=None, base64: str | None = None) -> dict:  # fmt: skip
     """Run one cell; return its row (status ``ok``, ``failed``, ``skipped`` or ``error``).
 
     ``servers``: where the server comes from (:func:`labnet.measure.matrix_servers.open_servers`);
@@ -222,10 +230,10 @@ def run_cell(cell: Cell, *, files_dir, server_root, downloads_dir, encoding: str
     cancelled cell raises :class:`Cancelled` so its row is not written.
     """
     if servers is None:
-        with OwnServers(root=server_root, env=server_env) as own:
+        with OwnServers(root=server_root, env=server_env_with(server_env, base64)) as own:
             return run_cell(cell, files_dir=files_dir, server_root=server_root, downloads_dir=downloads_dir,
                             encoding=encoding, time_limit=time_limit, timeout=timeout, progress=progress,
-                            cancel=cancel, servers=own)  # fmt: skip
+                            cancel=cancel, servers=own, base64=base64)  # fmt: skip
     setup = servers.setup
     student = setup.dialect != "labnet"
     stored_root = setup.stored_root(Path(server_root))
@@ -260,7 +268,7 @@ def run_cell(cell: Cell, *, files_dir, server_root, downloads_dir, encoding: str
                             downloads_dir=downloads_dir, expected_sha256=expected, keep_downloads=False,
                             progress=progress or False, per_worker_bars=False, cancel=cancel,
                             dialect=setup.dialect, profile=setup.profile, server_root=stored_root,
-                            verify_uploads=True)  # fmt: skip
+                            verify_uploads=True, base64=base64)  # fmt: skip
         want, extra_note = _requests_expected(cell, result.records, student, stored_root)
         outcome = lease.finish(result.records, expected_requests=want)
     except (LabnetError, OSError) as exc:
@@ -353,7 +361,7 @@ def run_matrix(out_dir=None, *, ops=None, volumes=None, clients=None, server_wor
                profile=None, label: str | None = None, server_cmd=None, server_port: int | None = None,
                server_cwd=None, server_root=None, memory_limit=None, server_log_regex: str | None = None,
                host: str | None = None, port: int | None = None,
-               server_start_timeout: float = 30.0) -> MatrixResult:  # fmt: skip
+               server_start_timeout: float = 30.0, base64: str | None = None) -> MatrixResult:  # fmt: skip
     """Run the selected cells (see :func:`labnet.measure.matrix_plan.plan_cells` for the filters), resuming ``out_dir/ets.csv``.
 
     Writes ``out_dir/ets.csv`` (a row appended per finished cell),
@@ -386,8 +394,11 @@ def run_matrix(out_dir=None, *, ops=None, volumes=None, clients=None, server_wor
     rows in the CSV (default ``labnet`` for labnet's servers, else the dialect); ``server_root``:
     the server's folder when it is on this machine (uploads verified by hashing it, downloads'
     files copied in).  ``server_start_timeout``: seconds a command's server may take to listen.
+    ``base64``: the codec backend (``"pybase64"``/``"binascii"``) of labnet's clients and servers
+    (the servers get it as ``LABNET_BASE64``); ``None``: each one's default.
     """
     quick = quick_mode() if quick is None else quick
+    server_env = server_env_with(server_env, base64)
     setup = server_setup(dialect=dialect, profile=profile, label=label, server_cmd=server_cmd,
                          server_port=server_port, server_cwd=server_cwd, server_root=server_root,
                          memory_limit=memory_limit, server_log_regex=server_log_regex, host=host, port=port,
@@ -440,7 +451,8 @@ def run_matrix(out_dir=None, *, ops=None, volumes=None, clients=None, server_wor
                 try:
                     row = run_cell(cell, files_dir=files_dir, server_root=default_root, downloads_dir=downloads_dir,
                                    encoding=encoding, time_limit=limit, timeout=timeout, progress=bar,
-                                   cancel=cancel, server_env=server_env, servers=servers)  # fmt: skip
+                                   cancel=cancel, server_env=server_env, servers=servers,
+                                   base64=base64)  # fmt: skip
                 except Cancelled:
                     result.cancelled = True
                     break

@@ -78,6 +78,7 @@ from labnet.measure.stress_report import (
     server_counts,
     summarize,
 )
+from labnet.protocol import codec
 from labnet.protocol.dialects import get_profile
 
 MAX_CLIENTS = 1000
@@ -224,7 +225,7 @@ def run(op: str, size, clients: int, pool: str = "thread", host: str = DEFAULT_H
         keep_downloads: bool = True, progress=True, per_worker_bars: bool | None = None, on_record=None,
         on_progress=None, cancel=None, start_method: str | None = None, start_timeout: float = 120.0,
         server_stats: bool = True, dialect: str = "labnet", profile=None, server_root=None,
-        verify_uploads: bool = True) -> StressResult:  # fmt: skip
+        verify_uploads: bool = True, base64: str | None = None) -> StressResult:  # fmt: skip
     """Run ``clients`` workers that each ``op`` (upload or download) one file of ``size`` once, together.
 
     Arguments
@@ -269,6 +270,9 @@ def run(op: str, size, clients: int, pool: str = "thread", host: str = DEFAULT_H
         verified by hashing what it stored, and a download's file is copied in.
         Without it, uploads are downloaded back after the run
         (``verify_uploads``; False: reported ``unverified``).
+    base64: the clients' codec backend, ``"pybase64"`` or ``"binascii"`` (the standard library's, which
+        holds the GIL); ``None``: the one in use (``labnet.protocol.codec.BACKEND``).  Thread workers
+        switch this process's codec for the run (restored after); process workers switch their own.
 
     Raises ``UsageError`` for bad arguments; every network failure lands in
     the records instead.  ``KeyboardInterrupt`` stops all workers, then propagates.
@@ -283,6 +287,7 @@ def run(op: str, size, clients: int, pool: str = "thread", host: str = DEFAULT_H
     if timeout <= 0 or time_limit <= 0:
         raise UsageError("timeout and time_limit must be positive")
     start_method = start_method or "spawn"
+    base64 = _check_choice(str(base64 or codec.BACKEND).lower(), codec.BACKENDS, "base64 backend")
     if pool == "process" and start_method not in multiprocessing.get_all_start_methods():
         raise UsageError(f"start method {start_method!r} is not available here")
     student = dialect != "labnet"
@@ -333,7 +338,7 @@ def run(op: str, size, clients: int, pool: str = "thread", host: str = DEFAULT_H
                         save_as=f"w{i:0{width}d}-{name}", size=size, encoding=encoding, timeout=timeout,
                         time_limit=time_limit, expected_sha256=expected, keep=keep_downloads,
                         dialect=dialect, profile=profile, server_root=str(server_root or ""),
-                        verify_by_download=verify_uploads)
+                        verify_by_download=verify_uploads, base64=base64)
              for i in range(clients)]  # fmt: skip
     if per_worker_bars is None:
         per_worker_bars = clients <= 8
@@ -351,12 +356,13 @@ def run(op: str, size, clients: int, pool: str = "thread", host: str = DEFAULT_H
 
     internal_cancel = threading.Event()
     try:
-        if pool == "thread":
-            records, wall, started = run_threads(specs, internal_cancel, cancel, prog, on_done, time_limit,
-                                                  start_timeout)  # fmt: skip
-        else:
-            records, wall, started = run_processes(specs, internal_cancel, cancel, prog, on_done, time_limit,
-                                                    start_timeout, start_method)  # fmt: skip
+        with codec.backend(base64):  # thread workers encode in this process; process workers switch their own
+            if pool == "thread":
+                records, wall, started = run_threads(specs, internal_cancel, cancel, prog, on_done, time_limit,
+                                                      start_timeout)  # fmt: skip
+            else:
+                records, wall, started = run_processes(specs, internal_cancel, cancel, prog, on_done, time_limit,
+                                                        start_timeout, start_method)  # fmt: skip
     finally:
         prog.close()
     if not started and not (cancel is not None and cancel.is_set()):
@@ -382,13 +388,14 @@ def run(op: str, size, clients: int, pool: str = "thread", host: str = DEFAULT_H
             notes.append("the base64 decoder noticed: " + " | ".join(findings))
     summary["server_note"] = "; ".join(filter(None, [before_note, after_note] + notes))
     summary["dialect"] = dialect
+    summary["base64"] = base64  # the clients' codec backend
     summary["timing"] = sorted({r.timing for r in records})
     summary["digest"] = expected or next((r.sha256 for r in records if r.ok), "")
     summary["digest_reference"] = ("expected" if expected else "agreement")
     summary["host"], summary["port"] = host, port
     config = {"op": op, "size": size, "clients": clients, "pool": pool, "host": host, "port": port,
               "dialect": dialect, "profile": getattr(profile, "name", None),
-              "encoding": encoding, "timeout": timeout, "time_limit": time_limit, "name": name,
+              "encoding": encoding, "base64": base64, "timeout": timeout, "time_limit": time_limit, "name": name,
               "start_method": start_method if pool == "process" else None,
               "files_dir": str(files_dir), "downloads_dir": str(downloads_dir)}  # fmt: skip
     return StressResult(records, summary, config)

@@ -30,6 +30,7 @@ from labnet.errors import Code, PeerError, UsageError
 from labnet.measure.dialect_transfer import do_dialect_transfer
 from labnet.measure.stress_report import WorkerRecord, classify
 from labnet.procutil import alive, set_parent_death_signal
+from labnet.protocol.codec import use_backend
 
 PROGRESS_BATCH = 1 << 20  # bytes a worker process accumulates before reporting
 PROGRESS_EVERY = 0.1  # ... or seconds
@@ -62,6 +63,7 @@ class WorkerSpec:
     profile: object = None  # the dialect's Profile (a frozen dataclass: picklable)
     server_root: str = ""  # the server's folder, when local: uploads are verified by hashing it
     verify_by_download: bool = True  # else: download an upload back after the timed part
+    base64: str = ""  # the codec backend (pybase64/binascii): a spawned worker starts from the default
 
 
 def do_transfer(spec: WorkerSpec, cancelled=None, progress=None) -> WorkerRecord:
@@ -198,6 +200,8 @@ def process_worker(spec: WorkerSpec, go, stop, q, parent_pid: int, start_timeout
         return not alive(parent_pid)
 
     batcher = _Batcher(q, spec.worker)
+    if spec.base64:
+        use_backend(spec.base64)
 
     def cancelled() -> bool:
         return stop.is_set() or parent_gone()

@@ -19,6 +19,9 @@ Threads and widgets
   last, so they would land in the wrong place).
 * Progress reaches the widget through ``stress.run(progress=...)``, throttled
   to 10 updates a second so 50 workers cannot flood the browser.
+* **base64 with** (``pybase64`` / ``binascii``) is the codec of both ends: the
+  server is started with ``--base64`` (a change starts a fresh one, like the
+  model or pool size) and ``stress.run(base64=...)`` gets it for the clients.
 
 Live server counters
 --------------------
@@ -45,6 +48,8 @@ from labnet.measure import stress
 from labnet.measure.launcher import BackgroundServer
 from labnet.notebook.dashboard_view import MB, counters_html, figure_png, plot_run, summary_html
 from labnet.notebook.envcheck import lab_sizes
+from labnet.protocol import codec
+from labnet.protocol.codec import BACKENDS
 
 CLIENT_CHOICES = (1, 2, 5, 10, 20, 50)
 SERVER_CHOICES = (1, 2, 5, 10, 20, 50)
@@ -134,6 +139,8 @@ class Dashboard:
         self.server_model = toggle(list(SERVER_MODELS), "thread", "Server model", "labnet-server-model")
         self.server_workers = dropdown(list(SERVER_CHOICES), 2 if quick else 5, "Server workers", "labnet-server-workers")
         self.encoding = toggle(list(ENCODINGS), "b64", "Encoding", "labnet-encoding")
+        # the codec of both ends: binascii is the standard library's (what students use: it holds the GIL)
+        self.base64 = toggle(list(BACKENDS), codec.BACKEND, "base64 with", "labnet-base64")
         self.run_button = W.Button(description="Run", button_style="success", icon="play")
         self.run_button.add_class("labnet-run")
         self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
@@ -158,9 +165,9 @@ class Dashboard:
         self.stop_button.on_click(lambda _b: self.stop())
 
         self._controls = [self.op, self.volume, self.clients, self.client_pool, self.server_model,
-                          self.server_workers, self.encoding]  # fmt: skip
+                          self.server_workers, self.encoding, self.base64]  # fmt: skip
         left = W.VBox([W.HTML("<b>Clients</b>"), rows["labnet-op"], self.volume, self.clients, rows["labnet-client-pool"],
-                       rows["labnet-encoding"]], layout=W.Layout(width="420px"))  # fmt: skip
+                       rows["labnet-encoding"], rows["labnet-base64"]], layout=W.Layout(width="420px"))  # fmt: skip
         right = W.VBox([W.HTML("<b>Server</b>"), rows["labnet-server-model"], self.server_workers,
                         W.HBox([self.run_button, self.stop_button]), self.status],
                        layout=W.Layout(width="440px"))  # fmt: skip
@@ -193,13 +200,14 @@ class Dashboard:
     def settings(self) -> dict:
         return {"op": self.op.value, "volume": self.volume.value, "clients": self.clients.value,
                 "client_pool": self.client_pool.value, "server_model": self.server_model.value,
-                "server_workers": self.server_workers.value, "encoding": self.encoding.value}  # fmt: skip
+                "server_workers": self.server_workers.value, "encoding": self.encoding.value,
+                "base64": self.base64.value}  # fmt: skip
 
     def configure(self, op=None, volume=None, clients=None, client_pool=None, server_model=None,
-                  server_workers=None, encoding=None) -> Dashboard:  # fmt: skip
+                  server_workers=None, encoding=None, base64=None) -> Dashboard:  # fmt: skip
         """Set the controls as a user would (values outside the lists are added to them)."""
         for widget, value in ((self.op, op), (self.client_pool, client_pool), (self.server_model, server_model),
-                              (self.encoding, encoding)):  # fmt: skip
+                              (self.encoding, encoding), (self.base64, base64)):  # fmt: skip
             if value is not None:
                 widget.value = value
         if volume is not None:
@@ -227,7 +235,7 @@ class Dashboard:
         cfg = self.settings()
         self._set_busy(True)
         try:
-            self._ensure_server(cfg["server_model"], cfg["server_workers"])
+            self._ensure_server(cfg["server_model"], cfg["server_workers"], cfg["base64"])
         except Exception as exc:  # a server that cannot start: say so, stay usable
             self._finish(error=f"server did not start: {exc}")
             return None
@@ -283,18 +291,21 @@ class Dashboard:
 
     def _server_desc(self) -> str:
         s = self.server
-        return f"{s.model} pool × {s.workers} on {s.address[0]}:{s.address[1]}" if s and s.running else "not running"
+        if not (s and s.running):
+            return "not running"
+        return f"{s.model} pool × {s.workers} on {s.address[0]}:{s.address[1]}, base64 with {s.base64 or '?'}"
 
-    def _ensure_server(self, model: str, workers: int) -> None:
+    def _ensure_server(self, model: str, workers: int, base64: str | None = None) -> None:
         s = self.server
-        if s is not None and s.running and s.model == model and s.workers == workers:
+        if s is not None and s.running and s.model == model and s.workers == workers and \
+                (base64 is None or s.base64 == base64):
             return
         if s is not None:
             self._say(f"stopping the {s.model} × {s.workers} server...", "info")
             s.stop()
         self._say(f"starting a {model} server with {workers} worker(s)...", "info")
         kw = {"root": self.root} if self.root is not None else {}
-        self.server = BackgroundServer(model, workers=workers, **kw).start()
+        self.server = BackgroundServer(model, workers=workers, base64=base64, **kw).start()
         self._refresh_counters()
         if self._poller is None or not self._poller.is_alive():
             self._poller = threading.Thread(target=self._poll, name="labnet-dashboard-poll", daemon=True)
@@ -362,7 +373,7 @@ class Dashboard:
             result = stress.run(cfg["op"], size, cfg["clients"], pool=cfg["client_pool"], host=host, port=port,
                                 encoding=cfg["encoding"], timeout=self.timeout, time_limit=self.time_limit,
                                 progress=self._on_bytes, per_worker_bars=False, on_record=self._on_record,
-                                cancel=self._cancel, keep_downloads=False)  # fmt: skip
+                                cancel=self._cancel, keep_downloads=False, base64=cfg["base64"])  # fmt: skip
             result.config["server"] = f"{self.server.model[0]}{self.server.workers}"
             result.config["server_model"], result.config["server_workers"] = self.server.model, self.server.workers
             self._show_progress(final=True)

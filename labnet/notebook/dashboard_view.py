@@ -51,7 +51,8 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
     server = (f"{s['server_ok']} ok / {s['server_failed']} failed" if s.get("server_measured")
               else f"not measured ({s.get('server_note') or 'STATS unavailable'})")  # fmt: skip
     return [
-        ("run", f"{s['op']} {s['size_label']} × {s['clients']} {s['pool']} client workers ({s['encoding']})"),
+        ("run", f"{s['op']} {s['size_label']} × {s['clients']} {s['pool']} client workers ({s['encoding']}"
+                + (f", base64 with {s['base64']}" if s.get("base64") and s["encoding"] == "b64" else "") + ")"),
         ("client workers ok / failed", f"{s['ok']} / {s['failed']}" + (f" ({failures})" if failures else "")),
         ("server workers ok / failed (STATS)", server),
         ("time per client: mean / p50 / p95 / max",

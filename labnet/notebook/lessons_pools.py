@@ -7,12 +7,17 @@ What it holds:
   started with ``spawn`` can find them; :func:`pool_timing` and
   :func:`gil_demo` time them on thread and process pools (:func:`plot_gil`).
 * :func:`try_in_pool` submits a function to a pool and reports what happened
-  (a function defined in a notebook cannot be found by a ``spawn`` child);
-  :func:`process_start_time` compares start methods.
+  (a function defined in a notebook cannot be found by a ``spawn`` child),
+  with what the child printed to its stderr captured (:func:`children_stderr_to`)
+  and its one-line reason; :func:`process_start_time` / :func:`start_times`
+  compare start methods (repeated: medians and spread).
 * :func:`seed_style_encode` is the seed's process-pool design for a download
-  (read the whole file, pickle it to a worker, encode it whole, pickle the
-  result back); :func:`streamed_encode` is labnet's way (bounded chunks);
-  :func:`plot_designs` compares them.
+  (the seed: one student's submission; read the whole file, pickle it to a
+  worker, encode it whole, pickle the result back); :func:`streamed_encode` is
+  labnet's way (bounded chunks); both measure time, pickled bytes and peak
+  Python memory (``tracemalloc``); :func:`compare_designs` runs both,
+  :func:`plot_designs` draws them; :func:`design_file` and
+  :func:`process_lesson_setup` choose the process notebook's sizes.
 * :func:`served_one_at_a_time`, :func:`plot_timelines` and
   :func:`plot_queueing` read ``labnet.measure.stress`` results: who waited, who was served.
 * :class:`Ticker` calls a function periodically while a cell runs.
@@ -27,13 +32,18 @@ from __future__ import annotations
 
 import base64
 import os
+import re
+import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from labnet.config import CLIENT_POOLS, MB
+from labnet.config import CLIENT_POOLS, MB, quick_mode, size_label
+from labnet.measure.files import data_dir, make_test_file
 from labnet.notebook.dashboard_view import draw_timeline
+from labnet.notebook.envcheck import lab_dimensions
 from labnet.procutil import cpu_seconds
 from labnet.protocol.codec import Encoder
 
@@ -146,20 +156,58 @@ class PoolOutcome:
     method: str
     ok: bool
     result: object = None
-    error: str = ""
+    error: str = ""  # what the caller saw (the future's exception)
+    child_stderr: str = ""  # what the pool's processes printed, captured instead of spilling into the notebook
+
+    @property
+    def reason(self) -> str:
+        """The one-line reason: the last ``SomethingError: ...`` line the child printed, else the caller's error."""
+        lines = [ln for ln in self.child_stderr.splitlines() if _EXCEPTION_LINE.match(ln)]
+        return lines[-1] if lines else self.error
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_.]*(Error|Exception)\b")
+
+
+@contextmanager
+def children_stderr_to(path):
+    """Point file descriptor 2 at ``path`` while the block runs, then put it back.
+
+    A child process started meanwhile inherits descriptor 2, so what it prints (the traceback of a
+    ``spawn`` child that cannot import its function) lands in ``path`` instead of the notebook.
+    Output of this process's own threads during the block lands there too.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "wb") as sink:
+            os.dup2(sink.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def try_in_pool(fn, arg, method: str = "spawn", timeout: float = 60) -> PoolOutcome:
-    """Run ``fn(arg)`` in a one-process pool started with ``method``; report what happened."""
+    """Run ``fn(arg)`` in a one-process pool started with ``method``; report what happened, with what the
+    child process printed to its stderr captured (:attr:`PoolOutcome.reason`: its one-line reason)."""
     import multiprocessing
+    import tempfile
 
-    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context(method))
-    try:
-        return PoolOutcome(method, True, pool.submit(fn, arg).result(timeout=timeout))
-    except Exception as exc:  # the lesson is in the exception
-        return PoolOutcome(method, False, error=f"{type(exc).__name__}: {exc}")
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    with tempfile.TemporaryDirectory(prefix="labnet-pool-") as tmp:
+        log = os.path.join(tmp, "stderr")
+        with children_stderr_to(log):
+            pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context(method))
+            try:
+                outcome = PoolOutcome(method, True, pool.submit(fn, arg).result(timeout=timeout))
+            except Exception as exc:  # the lesson is in the exception
+                outcome = PoolOutcome(method, False, error=f"{type(exc).__name__}: {exc}")
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+        with open(log, encoding="utf-8", errors="replace") as f:
+            outcome.child_stderr = f.read()
+    return outcome
 
 
 def process_start_time(method: str, workers: int = 4) -> float:
@@ -174,6 +222,18 @@ def process_start_time(method: str, workers: int = 4) -> float:
     return elapsed
 
 
+def start_times(methods=("fork", "spawn"), workers: int = 4, repeats: int = 3) -> dict:
+    """:func:`process_start_time` ``repeats`` times per method, interleaved (so a busy moment of the
+    machine hits both): ``{method: {"median", "min", "max", "n"}}`` in seconds."""
+    import statistics
+
+    times = {m: [] for m in methods}
+    for _ in range(max(1, repeats)):
+        for m in methods:
+            times[m].append(process_start_time(m, workers))
+    return {m: {"median": statistics.median(t), "min": min(t), "max": max(t), "n": len(t)} for m, t in times.items()}
+
+
 # ---------------------------------------------------------------------------
 # The seed's process-pool design vs labnet's
 # ---------------------------------------------------------------------------
@@ -184,48 +244,98 @@ def encode_whole(data: bytes) -> bytes:
     return base64.b64encode(data)
 
 
+def _peak_python_memory(fn):
+    """``(fn(), peak bytes)``: the peak of Python's allocations (all threads, ``tracemalloc``) while
+    ``fn`` ran, above what was allocated when it started."""
+    import tracemalloc
+
+    started_here = not tracemalloc.is_tracing()
+    if started_here:
+        tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1] - base
+    finally:
+        if started_here:
+            tracemalloc.stop()
+
+
 def seed_style_encode(path, pool) -> dict:
     """The seed's download path: read the whole file, ship it to a pool process, get it back encoded.
 
-    ``pool`` is a started ``ProcessPoolExecutor``.  The file crosses the
-    process boundary twice (pickled there, pickled back 4/3 as big), and
-    the parent holds file + encoded copy in memory at the same time.
+    ``pool`` is a started ``ProcessPoolExecutor``.  Measured: the time, the peak of this process's
+    Python memory while it ran (``held_in_memory``, ``tracemalloc``: the file, its pickled copy for
+    the pool's pipe, the base64 that comes back), and the pickled sizes of what crosses the process
+    boundary (``bytes_crossing_processes``: the argument there, the result back).
     """
     import pickle
 
-    t0 = time.perf_counter()
-    with open(path, "rb") as f:
-        data = f.read()
-    t_read = time.perf_counter()
-    encoded = pool.submit(encode_whole, data).result()
-    t_done = time.perf_counter()
+    def run():
+        t0 = time.perf_counter()
+        with open(path, "rb") as f:
+            data = f.read()
+        t_read = time.perf_counter()
+        encoded = pool.submit(encode_whole, data).result()
+        return data, encoded, t0, t_read, time.perf_counter()
+
+    (data, encoded, t0, t_read, t_done), peak = _peak_python_memory(run)
     t_p0 = time.perf_counter()
-    pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
-    pickle.dumps(encoded, protocol=pickle.HIGHEST_PROTOCOL)
+    crossing = len(pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
+    crossing += len(pickle.dumps(encoded, protocol=pickle.HIGHEST_PROTOCOL))
     pickling = time.perf_counter() - t_p0
     return {"design": "seed: whole file -> process pool", "bytes": len(data), "seconds": t_done - t0,
             "read_s": t_read - t0, "pool_s": t_done - t_read, "pickle_s": pickling,
-            "bytes_crossing_processes": len(data) + len(encoded),
-            "held_in_memory": len(data) + len(encoded)}  # fmt: skip
+            "bytes_crossing_processes": crossing, "held_in_memory": peak}  # fmt: skip
 
 
 def streamed_encode(path, chunk: int = 3 * 64 * 1024) -> dict:
-    """labnet's way: the process serving the connection encodes as it reads, in bounded chunks."""
-    enc = Encoder("b64")
-    t0 = time.perf_counter()
-    total = 0
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            if not block:
-                break
-            enc.encode(block)
-            total += len(block)
-    enc.finish()
-    seconds = time.perf_counter() - t0
+    """labnet's way: the process serving the connection encodes as it reads, in bounded chunks.
+
+    Measured like :func:`seed_style_encode` (time, peak Python memory); nothing crosses a process
+    boundary because no other process is involved.
+    """
+
+    def run():
+        enc = Encoder("b64")
+        t0 = time.perf_counter()
+        total = 0
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                enc.encode(block)
+                total += len(block)
+        enc.finish()
+        return total, time.perf_counter() - t0
+
+    (total, seconds), peak = _peak_python_memory(run)
     return {"design": "labnet: streamed in the worker", "bytes": total, "seconds": seconds, "read_s": 0.0,
-            "pool_s": 0.0, "pickle_s": 0.0, "bytes_crossing_processes": 0,
-            "held_in_memory": chunk + chunk * 4 // 3}  # fmt: skip
+            "pool_s": 0.0, "pickle_s": 0.0, "bytes_crossing_processes": 0, "held_in_memory": peak}  # fmt: skip
+
+
+def design_file():
+    """The file the design comparison encodes: the lab's largest test file in quick mode, 50 MB otherwise."""
+    return make_test_file(data_dir("client_files"), lab_dimensions()["volumes"][-1] if quick_mode() else 50 * MB)
+
+
+def compare_designs(path) -> tuple[dict, dict]:
+    """:func:`seed_style_encode` on a started ``spawn`` pool of 2 (as the seed's server had one running),
+    then :func:`streamed_encode`, on the same file."""
+    import multiprocessing
+
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(square, range(2)))  # start the pool first, as the seed's server did
+        seed_row = seed_style_encode(path, pool)
+    return seed_row, streamed_encode(path)
+
+
+def process_lesson_setup() -> tuple:
+    """The process-pool notebook's dimensions: ``(clients, server workers, volume label, MANY)`` -- the lab's
+    pools (small in quick mode), the largest quick file or the assignment's smallest, and a 'many'
+    clients count for the hand-over demonstration."""
+    dims = lab_dimensions()
+    volume = size_label(dims["volumes"][-1] if quick_mode() else dims["volumes"][0])
+    return dims["clients"], dims["server_workers"], volume, max(dims["clients"][1], 2)
 
 
 def plot_designs(rows):
@@ -240,7 +350,7 @@ def plot_designs(rows):
     ax1.set_title(f"Encoding a {rows[0]['bytes'] / MB:g} MB file for download")
     b = ax2.bar(names, [r["held_in_memory"] / MB for r in rows], color=["#dd8452", "#4c72b0"][: len(rows)])
     ax2.bar_label(b, fmt="%.2f MB")
-    ax2.set_ylabel("memory held per transfer (MB = 10^6 B)")
+    ax2.set_ylabel("peak memory per transfer, measured (MB = 10^6 B)")
     ax2.set_title("...and the memory it needs per client")
     return fig
 

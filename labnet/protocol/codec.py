@@ -7,9 +7,16 @@ Here an encoder only ever encodes whole 3-byte groups until the very last
 chunk, so the wire carries *one* valid base64 string, and a decoder only ever
 decodes whole 4-character groups, keeping the remainder for the next chunk.
 
-``pybase64`` (SIMD, ~10-50x faster than the standard library) is used when it
-is installed; otherwise ``binascii`` does the same job more slowly.  Set
-``LABNET_BASE64=binascii`` to force the fallback (the tests do).
+Two backends, one output: ``pybase64`` (SIMD, ~10-50x faster than the
+standard library, and it releases the GIL while it works) and ``binascii``
+(what the standard library's ``base64`` module runs, and what students use:
+it holds the GIL, so two threads encoding take about as long as one doing
+both, measured in notebook 02).  The backend is a visible choice: the
+``--base64 pybase64|binascii`` option of ``labnet server``, ``stress`` and
+``matrix`` calls :func:`use_backend` in every process that encodes (server
+workers and stress workers too, also under spawn).  Without a choice,
+``LABNET_BASE64`` (``pybase64`` or ``binascii``) decides at import, then
+pybase64 when it is installed.  :data:`BACKEND` names the one in use.
 
 Pure computation: this module must not import sockets, threads or files.
 """
@@ -18,27 +25,71 @@ from __future__ import annotations
 
 import binascii
 import os
+from contextlib import contextmanager
 
 from labnet.config import ENCODINGS
-from labnet.errors import Code, PeerError
+from labnet.errors import Code, PeerError, UsageError
+
+BACKENDS = ("pybase64", "binascii")  # the choices of --base64, fastest first
 
 
-def _load_backend():
-    if os.environ.get("LABNET_BASE64", "").lower() != "binascii":
-        try:
-            import pybase64
-
-            return "pybase64", pybase64.b64encode, lambda data: pybase64.b64decode(data, validate=True)
-        except ImportError:  # pragma: no cover - exercised by LABNET_BASE64=binascii
-            pass
-
-    def decode(data):
-        return binascii.a2b_base64(data, strict_mode=True)
-
-    return "binascii", binascii.b2a_base64, decode
+def _binascii_decode(data):
+    return binascii.a2b_base64(data, strict_mode=True)
 
 
-BACKEND, _b64encode_raw, _b64decode_raw = _load_backend()
+def _functions(name: str):
+    """``(encode, decode)`` of backend ``name``; ``UsageError`` if it is unknown or not installed."""
+    if name == "binascii":
+        return binascii.b2a_base64, _binascii_decode
+    if name != "pybase64":
+        raise UsageError(f"unknown base64 backend {name!r}; choose {' or '.join(BACKENDS)}")
+    try:
+        import pybase64
+    except ImportError:
+        raise UsageError("the pybase64 backend is not installed (pip install pybase64), use binascii") from None
+    return pybase64.b64encode, lambda data: pybase64.b64decode(data, validate=True)
+
+
+def default_backend() -> str:
+    """The backend without a choice: ``LABNET_BASE64`` if set, else pybase64 when installed."""
+    wanted = os.environ.get("LABNET_BASE64", "").strip().lower()
+    if wanted in BACKENDS:
+        return wanted
+    try:
+        import pybase64  # noqa: F401
+    except ImportError:  # pragma: no cover - pybase64 is a dependency
+        return "binascii"
+    return "pybase64"
+
+
+def use_backend(name: str | None) -> str:
+    """Encode and decode with backend ``name`` from now on, in this process; returns the name.
+
+    ``None`` or ``""`` means :func:`default_backend`.  Process-wide (module state): a spawned
+    process starts from the default, so whoever starts one passes the choice along.
+    """
+    global BACKEND, _b64encode_raw, _b64decode_raw
+    name = (name or default_backend()).strip().lower()
+    _b64encode_raw, _b64decode_raw = _functions(name)
+    BACKEND = name
+    return name
+
+
+@contextmanager
+def backend(name: str | None):
+    """``with backend("binascii"): ...``: :func:`use_backend` for a block, the previous one restored after
+    (``None``: keep the current one).  Process-wide: not for two threads wanting two backends at once."""
+    previous = BACKEND
+    if name:
+        use_backend(name)
+    try:
+        yield BACKEND
+    finally:
+        use_backend(previous)
+
+
+BACKEND = ""
+use_backend(None)
 
 
 def _b64encode(data) -> bytes:

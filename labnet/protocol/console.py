@@ -27,8 +27,9 @@ from labnet.config import MB
 READY_PREFIX = "labnet server ready on"
 
 
-def ready_line(host: str, port: int, model: str, workers: int, root, counters=None) -> str:
+def ready_line(host: str, port: int, model: str, workers: int, root, counters=None, base64: str = "") -> str:
     extra = f", counters={counters[0]}:{counters[1]}" if counters else ""
+    extra += f", base64={base64}" if base64 else ""  # the codec backend its workers use (--base64)
     return f"{READY_PREFIX} {host}:{port} (model={model}, workers={workers}, root={root}{extra})"
 
 
@@ -48,6 +49,12 @@ def parse_counters_address(line: str) -> tuple[str, int] | None:
     """The counters listener's ``(host, port)`` named in a ready line, None if it names none."""
     m = re.search(r"[(, ]counters=(\S+?)[,)]", line) if line.startswith(READY_PREFIX) else None
     return _address(m.group(1)) if m else None
+
+
+def parse_ready_base64(line: str) -> str | None:
+    """The codec backend (``pybase64``/``binascii``) a ready line names, None if it names none."""
+    m = re.search(r"[(, ]base64=(\w+)[,)]", line) if line.startswith(READY_PREFIX) else None
+    return m.group(1) if m else None
 
 
 def counters_line(snap: dict) -> bytes:

@@ -22,6 +22,7 @@ import threading
 from labnet.config import LOOPBACK_HOSTS, SERVER_MODELS, ServerConfig
 from labnet.errors import UsageError
 from labnet.procutil import set_parent_death_signal
+from labnet.protocol.codec import use_backend
 from labnet.protocol.console import ready_line, status_line
 from labnet.server.base import BaseServer
 from labnet.server.process_pool import ProcessPoolServer
@@ -65,6 +66,7 @@ def run_server(config: ServerConfig) -> int:
             set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != parent_pid:
             return 1
+    config.base64 = use_backend(config.base64)  # named, so process workers (spawn too) use the same one
     server = create_server(config)
     server.start()
     host, port = server.address
@@ -84,7 +86,8 @@ def run_server(config: ServerConfig) -> int:
             print(f"WARNING: listening on {config.host}: anyone who can reach this host can list, "
                   "upload, download and delete files here (no authentication). See docs/security.md.",
                   file=sys.stderr, flush=True)  # fmt: skip
-        print(ready_line(host, port, config.model, config.workers, server.store.root, server.counters_address), flush=True)
+        print(ready_line(host, port, config.model, config.workers, server.store.root, server.counters_address,
+                         config.base64), flush=True)  # fmt: skip
         server.serve_forever()
     finally:
         server.shutdown()

@@ -34,7 +34,8 @@ from labnet.errors import Code, UsageError
 from labnet.procutil import release_free_memory
 from labnet.protocol.console import counters_line, status_line
 from labnet.protocol.messages import queued_line
-from labnet.server.session import refuse
+from labnet.server.connlog import note_accepted
+from labnet.server.session import configure_refusals, refuse
 from labnet.server.stats import Stats
 from labnet.server.store import FileStore
 
@@ -69,6 +70,7 @@ class BaseServer:
         if config.workers < 1:
             raise UsageError("--workers must be at least 1")
         self.config = config
+        configure_refusals(config)  # BUSY / SHUTDOWN in the server's dialect (a bad profile fails here)
         self.store = FileStore(config.root, max_upload=config.max_upload)
         self.stats = self._make_stats()
         self.listener: socket.socket | None = None
@@ -176,6 +178,7 @@ class BaseServer:
                 time.sleep(ACCEPT_POLL)
                 return
             conn.setblocking(True)
+            note_accepted(conn.fileno())  # for the connection log: the worker takes it back
             self.stats.add("connections")
             # Full = every worker busy *and* max_waiting queued.  Counting the sum, not just the
             # queue, keeps a connection still on its way to an idle worker from causing a BUSY.
@@ -185,7 +188,7 @@ class BaseServer:
                        f"{self.config.max_waiting} clients waiting; try again later")  # fmt: skip
                 continue
             ahead = self.stats.get("active") + self.stats.get("waiting") - self.config.workers
-            if ahead >= 0:  # no idle worker: say so now, so the client knows it is queued, not ignored
+            if ahead >= 0 and self.config.dialect == "labnet":  # no idle worker: say so now (labnet's own line)
                 try:
                     conn.setblocking(False)
                     conn.send(queued_line(ahead + 1))  # a few bytes on a fresh socket: never blocks
@@ -210,7 +213,8 @@ class BaseServer:
                 return
             try:
                 snap = self.stats.snapshot()
-                snap.update({"model": self.config.model, "workers": self.config.workers, "pid": os.getpid()})
+                snap.update({"model": self.config.model, "workers": self.config.workers, "pid": os.getpid(),
+                             "base64": self.config.base64})  # fmt: skip
                 conn.setblocking(False)
                 conn.send(counters_line(snap))
             except OSError:

@@ -50,8 +50,10 @@ import time
 from labnet.config import ServerConfig
 from labnet.errors import Code
 from labnet.procutil import keep_buffers_warm, release_free_memory, set_parent_death_signal
+from labnet.protocol.codec import use_backend
 from labnet.server.base import TRIM_EVERY, BaseServer
-from labnet.server.session import Flags, refuse, serve_connection
+from labnet.server.connlog import accepted_from_message, accepted_message
+from labnet.server.session import Flags, configure_refusals, refuse, serve_connection
 from labnet.server.stats import Stats
 from labnet.server.store import FileStore
 
@@ -141,7 +143,7 @@ class ProcessPoolServer(BaseServer):
 
     def dispatch(self, conn: socket.socket) -> None:
         try:
-            socket.send_fds(self._handoff_tx, [b"c"], [conn.fileno()])
+            socket.send_fds(self._handoff_tx, [accepted_message(conn.fileno())], [conn.fileno()])
         except OSError as exc:
             self.stats.add("waiting", -1)
             self.stats.add("busy")
@@ -189,6 +191,8 @@ def worker_main(handoff: socket.socket, config: ServerConfig, stats: Stats, stop
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         return
     keep_buffers_warm()  # one connection at a time: reuse freed chunk buffers (see procutil)
+    configure_refusals(config)  # a spawned worker starts without the parent's setting
+    use_backend(config.base64)  # likewise the codec backend (--base64)
     store = FileStore(config.root, max_upload=config.max_upload, clean_temp=False)
 
     def is_stopping() -> bool:
@@ -199,7 +203,7 @@ def worker_main(handoff: socket.socket, config: ServerConfig, stats: Stats, stop
     last_trim = time.monotonic()
     while not flags.aborting():
         try:
-            _, fds, _, _ = socket.recv_fds(handoff, 16, 4)
+            message, fds, _, _ = socket.recv_fds(handoff, 64, 4)
         except TimeoutError:
             if is_stopping() or os.getppid() != parent_pid:
                 break  # nothing queued and the server is stopping
@@ -215,7 +219,7 @@ def worker_main(handoff: socket.socket, config: ServerConfig, stats: Stats, stop
         if is_stopping():
             refuse(conn, Code.SHUTDOWN, "server is shutting down")
             continue
-        serve_connection(conn, store, stats, config, flags)
+        serve_connection(conn, store, stats, config, flags, accepted_from_message(message))
         if time.monotonic() - last_trim >= TRIM_EVERY:  # between connections: nothing of ours in flight
             release_free_memory()
             last_trim = time.monotonic()

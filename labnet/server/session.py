@@ -52,7 +52,9 @@ except ImportError:  # pragma: no cover - not on Windows
 from labnet import __version__
 from labnet.config import ServerConfig
 from labnet.errors import Code, LabnetError, LocalError, PeerError
+from labnet.protocol import codec
 from labnet.protocol.codec import wire_length
+from labnet.protocol.dialects import course_reply, get_profile, sentinel
 from labnet.protocol.messages import (
     BYE,
     GREETING_LINE,
@@ -66,11 +68,13 @@ from labnet.protocol.messages import (
     stats_reply,
 )
 from labnet.protocol.receiver import CLOSED, MAX_LINE, BodySender
+from labnet.server.connlog import ConnectionRecord, RecordingStats, take_accepted
+from labnet.server.dialect_session import serve_dialect_connection
 from labnet.server.stats import Stats
 from labnet.server.store import FileStore
 from labnet.transport.channel import Channel
 from labnet.transport.pipeline import ThreadedSHA256
-from labnet.transport.transfer import receive_body, send_body
+from labnet.transport.transfer import CHUNK, SMALL_CHUNK, receive_body, send_body
 
 log = logging.getLogger("labnet.server")
 
@@ -84,14 +88,36 @@ class Flags:
 
 
 def server_info(config: ServerConfig) -> dict:
-    return {"model": config.model, "workers": config.workers, "pid": os.getpid(), "version": __version__}
+    return {"model": config.model, "workers": config.workers, "pid": os.getpid(), "version": __version__,
+            "base64": codec.BACKEND}  # the backend of the worker that answers, not only the one asked for
+
+
+_refusal_form = {"dialect": "labnet", "profile": None}  # this process's server: set by configure_refusals
+
+
+def configure_refusals(config: ServerConfig) -> None:
+    """Say which dialect :func:`refuse` answers in (a server and each of its worker processes call it)."""
+    get_profile(config.dialect, config.profile)  # a bad profile fails here, at start, not per connection
+    _refusal_form.update(dialect=config.dialect, profile=config.profile)
+
+
+def refusal(code: Code, message: str) -> bytes:
+    """A BUSY / SHUTDOWN refusal in the dialect of this process's server: labnet's ``ERR`` line, the
+    ``course`` error reply (the profile's keys), or the ``sentinel`` plain text."""
+    dialect = _refusal_form["dialect"]
+    if dialect == "labnet":
+        return err(code, message)
+    profile = get_profile(dialect, _refusal_form["profile"])
+    if dialect == "course":
+        return course_reply.error_reply(profile, f"{code.value}: {message}")
+    return sentinel.refusal(f"Error: {message}")
 
 
 def refuse(sock: socket.socket, code: Code, message: str) -> None:
     """Tell a connection we will not serve it (BUSY, SHUTDOWN) and close it; never blocks long."""
     try:
         sock.settimeout(1.0)
-        sock.sendall(err(code, message))
+        sock.sendall(refusal(code, message))
         sock.shutdown(socket.SHUT_WR)
     except OSError:
         pass
@@ -99,10 +125,25 @@ def refuse(sock: socket.socket, code: Code, message: str) -> None:
         sock.close()
 
 
-def serve_connection(sock: socket.socket, store: FileStore, stats: Stats, config: ServerConfig, flags: Flags) -> None:
-    """Serve every request on ``sock`` until QUIT, EOF, an unrecoverable error or shutdown."""
+def serve_connection(sock: socket.socket, store: FileStore, stats: Stats, config: ServerConfig, flags: Flags,
+                     accepted: float | None = None) -> None:  # fmt: skip
+    """Serve every request on ``sock`` until QUIT, EOF, an unrecoverable error or shutdown.
+
+    ``accepted``: when the accept loop accepted it (``time.time()``), for the connection log; a
+    thread worker finds it noted under the socket's descriptor (``connlog.note_accepted``).
+    """
+    if accepted is None:
+        accepted = take_accepted(sock.fileno())
+    if config.dialect != "labnet":  # a student dialect: labnet.server.dialect_session
+        serve_dialect_connection(sock, store, stats, config, flags, accepted)
+        return
+    record = None
+    if config.connection_log:
+        record = ConnectionRecord("labnet", _peer_text(sock), accepted, config.connection_log)
+        stats = RecordingStats(stats, record, store)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     chan = Channel(sock, MAX_LINE, idle=config.idle_timeout, should_abort=flags.aborting)
+    chan.note_error = stats.error_line if record is not None else None  # see _send_quietly
     stats.add("active", 1)
     linger = False
     try:
@@ -131,6 +172,8 @@ def serve_connection(sock: socket.socket, store: FileStore, stats: Stats, config
                 continue
             if event is CLOSED:
                 return
+            if record is not None:
+                stats.line(event.text)
             outcome = _serve_request(event.text, chan, store, stats, config, flags)
             if outcome != KEEP:
                 linger = outcome == LINGER
@@ -145,6 +188,16 @@ def serve_connection(sock: socket.socket, store: FileStore, stats: Stats, config
             chan.linger_close(max_seconds=0.25 if flags.aborting() else 2.0)
         else:
             sock.close()
+        if record is not None:
+            record.close(chan.bytes_read, chan.bytes_sent)
+
+
+def _peer_text(sock: socket.socket) -> str:
+    try:
+        host, port = sock.getpeername()[:2]
+    except (OSError, ValueError):
+        return "?"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _unacknowledged(sock: socket.socket) -> int:
@@ -159,6 +212,8 @@ def _unacknowledged(sock: socket.socket) -> int:
 
 def _send_quietly(chan: Channel, data: bytes) -> None:
     """Best-effort error reply: bypasses the abort check, bounded by a short timeout."""
+    if getattr(chan, "note_error", None) is not None:  # the connection log wants the error's text
+        chan.note_error(data)
     try:
         chan.sock.settimeout(2.0)
         chan.sock.sendall(data)
@@ -240,11 +295,13 @@ def _download(request, chan: Channel, store: FileStore, stats: Stats) -> None:
     f, size = store.open_read(request.name)
     with f:
         known, st = store.known_digest(f)
-        hasher = None if known is not None else ThreadedSHA256(enabled=_cores_to_spare(stats))
+        spare = _cores_to_spare(stats)
+        hasher = None if known is not None else ThreadedSHA256(enabled=spare)
         sender = BodySender(size, request.encoding, sha256=known, hasher=hasher)
         chan.send(DownloadHeader.for_file(size, request.encoding).to_line())
-        try:
-            send_body(chan, f, size, sender, progress=lambda n: stats.add("bytes_out", n))
+        try:  # a busy server sends in smaller steps: peak RSS stays flat with 50 threads (transfer.SMALL_CHUNK)
+            send_body(chan, f, size, sender, progress=lambda n: stats.add("bytes_out", n),
+                      chunk=CHUNK if spare else SMALL_CHUNK)  # fmt: skip
         except LabnetError as exc:
             raise _BodyInterrupted(exc, sending=True) from exc
         finally:

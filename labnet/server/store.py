@@ -300,8 +300,11 @@ class FileStore:
             raise LocalError(f"not enough disk space: {size} bytes needed, {free} free", Code.STORAGE)
         return path
 
-    def begin_upload(self, name: str, size: int) -> Upload:
-        path = self.check_upload(name, size)
+    def begin_upload(self, name: str, size: int | None) -> Upload:
+        """Start an upload of ``size`` bytes, or of a size not known in advance (``None``: the students'
+        dialects send base64 until a terminator or marker): then ``max_upload`` is enforced as the bytes
+        are written (``Upload.write`` raises ``TOO_LARGE``), and the temporary file goes with the error."""
+        path = self.check_upload(name, 0 if size is None else size)
         name = path.name  # the NFC form
         try:
             # The PID in the name lets a server remove the file of a worker process that died.
@@ -309,7 +312,8 @@ class FileStore:
             os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600; a published file is an ordinary file
         except OSError as exc:
             raise _storage_error(exc, f"cannot store {name}") from None
-        return Upload(name, path, Path(temp), os.fdopen(fd, "wb"), self.digests)
+        limit = self.max_upload if size is None else None
+        return Upload(name, path, Path(temp), os.fdopen(fd, "wb"), self.digests, limit=limit)
 
     def temp_files(self) -> list[Path]:
         return sorted(self.root.glob(TEMP_PREFIX + "*" + TEMP_SUFFIX))
@@ -339,8 +343,10 @@ class FileStore:
 class Upload:
     """One upload in progress.  Use as a context manager: leaving it by an exception aborts."""
 
-    def __init__(self, name: str, final: Path, temp: Path, file, digests: DigestCache | None = None):
+    def __init__(self, name: str, final: Path, temp: Path, file, digests: DigestCache | None = None,
+                 limit: int | None = None):  # fmt: skip
         self.name = name
+        self.limit = limit  # bytes :meth:`write` accepts in all (an upload of unknown size); None: no check
         self.digests = digests
         self.final = final
         self.temp = temp
@@ -349,6 +355,8 @@ class Upload:
         self.done = False
 
     def write(self, data) -> None:
+        if self.limit is not None and self.written + len(data) > self.limit:
+            raise PeerError(f"upload of {self.name} is over this server's limit of {self.limit} bytes", Code.TOO_LARGE)
         try:
             self._file.write(data)
         except OSError as exc:

@@ -156,9 +156,32 @@ class Channel:
 
         For body bytes the receiver allows the caller to read itself
         (:meth:`Receiver.body_room`); the same idle limit and abort checks as
-        :meth:`next_event`.
+        :meth:`next_event`.  Bytes already waiting are taken by one
+        non-blocking ``recv`` (see :meth:`_nonblocking`); only when none are
+        does it wait, in slices.
         """
+        if not self.should_abort():
+            self._nonblocking()
+            try:
+                n = self.sock.recv_into(view)
+            except BlockingIOError:
+                pass
+            else:
+                self.bytes_read += n
+                return n
         return self._recv_waiting(self.sock.recv_into, view)
+
+    def _nonblocking(self) -> None:
+        """Put the socket in non-blocking mode unless it is already (``gettimeout`` costs no system call).
+
+        Why: with a timeout set, every ``recv``/``send`` is a ``poll`` and then the call (and setting
+        the timeout one ``ioctl`` more), and each of those system calls releases and retakes the GIL.
+        Measured on the 2-core VM, 50 concurrent base64 uploads to a 50-thread server: per body chunk
+        1 ``recvfrom``, 1 ``poll``, 1 ``ioctl``, 1 ``write`` and ~60 ``futex`` calls (GIL hand-offs
+        among 50 threads; ``strace -c -f``).  Bytes that are already there need only the call itself.
+        """
+        if self.sock.gettimeout() != 0.0:
+            self.sock.settimeout(0.0)
 
     def _recv_waiting(self, recv, arg, deadline: float | None = None, stop=None, reading: PeerReading | None = None):
         """``recv(arg)`` once data is there, in short slices that notice ``should_abort``/``stop``
@@ -180,21 +203,31 @@ class Channel:
             return got
 
     def send(self, data) -> None:
-        """Send all of ``data``; the idle limit applies to each stall, not the total."""
+        """Send all of ``data``; the idle limit applies to each stall, not the total.
+
+        Non-blocking sends while the socket takes bytes (see :meth:`_nonblocking`); when it
+        takes none, a ``poll`` in slices waits until it does.
+        """
         view = memoryview(data)
-        idle_deadline = None if self.idle is None else time.monotonic() + self.idle
+        stalled, stall_end, poller = False, None, None  # stall_end: the idle deadline of the current stall
         while view:
             if self.should_abort():
                 raise LocalError("server is shutting down", Code.SHUTDOWN)
-            self.sock.settimeout(self._wait_slice(None, idle_deadline))
+            self._nonblocking()
             try:
                 sent = self.sock.send(view)
-            except TimeoutError:
+            except BlockingIOError:
+                if not stalled:
+                    stalled = True
+                    stall_end = None if self.idle is None else time.monotonic() + self.idle
+                if poller is None:
+                    poller = select.poll()
+                    poller.register(self.sock.fileno(), select.POLLOUT)
+                poller.poll(self._wait_slice(None, stall_end) * 1000)
                 continue
             view = view[sent:]
             self.bytes_sent += sent
-            if self.idle is not None:
-                idle_deadline = time.monotonic() + self.idle
+            stalled = False
 
     def sendfile(self, f, offset: int, count: int, progress=None) -> None:
         """Send ``count`` bytes of the open file ``f`` from ``offset`` with ``os.sendfile``.

@@ -21,194 +21,38 @@ What happens:
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-import uuid
-from pathlib import Path
-
 import pytest
-from procfind import processes_with_env
+from lab import (
+    MS,
+    NOTEBOOK_DIR,
+    SHOTS,
+    SKIP_UNLESS_ENABLED,
+    launch_chromium,
+    run_all_cells,
+    running_lab,
+    sync_playwright_api,
+    wait_for_kernel,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOK = ROOT / "notebooks" / "04-stress-dashboard.ipynb"
-SHOTS = ROOT / "build" / "browser"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
-LAB_START_TIMEOUT = 90
-MS = 1000
+NOTEBOOK = NOTEBOOK_DIR / "04-stress-dashboard.ipynb"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(os.environ.get("LABNET_BROWSER") != "1", reason="real-browser test: run `make test-browser`"),
-    pytest.mark.timeout(420),
-]
-
-SETTINGS = {
-    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none",
-                                                                   "autoStartDefaultKernel": True},
-    "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
-                                                                        "checkForUpdates": False},
-}  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tagged_processes(tag: str) -> list[tuple[int, str]]:
-    """``(pid, command line)`` of live processes whose environment carries ``LABNET_BROWSER_TAG=tag``."""
-    return processes_with_env("LABNET_BROWSER_TAG", tag)
-
-
-class Lab:
-    """A JupyterLab server for one test; :meth:`stop` shuts kernels down through the REST API, then the server."""
-
-    def __init__(self, workdir: Path, tmp: Path):
-        self.workdir, self.tmp = workdir, tmp
-        self.port, self.token = free_port(), secrets.token_hex(16)
-        self.tag = uuid.uuid4().hex
-        self.log_path = tmp / "jupyter-lab.log"
-        self.proc: subprocess.Popen | None = None
-
-    def api(self, method: str, path: str, timeout: float = 10):
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method,
-                                     headers={"Authorization": f"token {self.token}"})  # fmt: skip
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            body = resp.read()
-            return json.loads(body) if body else None
-
-    def start(self) -> Lab:
-        settings = self.tmp / "lab-settings"
-        for name, value in SETTINGS.items():
-            path = settings / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(value))
-        env = dict(os.environ, LABNET_QUICK="1", LABNET_BROWSER_TAG=self.tag,
-                   JUPYTER_CONFIG_DIR=str(self.tmp / "jupyter-config"), JUPYTER_RUNTIME_DIR=str(self.tmp / "jupyter-runtime"),
-                   JUPYTER_DATA_DIR=str(self.tmp / "jupyter-data"), JUPYTER_PLATFORM_DIRS="1")  # fmt: skip
-        cmd = [str(Path(sys.executable).with_name("jupyter")), "lab", "--no-browser", "--ip", "127.0.0.1",
-               "--port", str(self.port), "--ServerApp.port_retries=0", f"--ServerApp.token={self.token}",
-               "--allow-root", f"--ServerApp.root_dir={self.workdir}",
-               f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={self.tmp / 'workspaces'}",
-               "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]  # fmt: skip
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, cwd=self.workdir, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-        end = time.monotonic() + LAB_START_TIMEOUT
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited ({self.proc.returncode}):\n{self.log_tail()}")
-            try:
-                self.api("GET", "/api/status", timeout=2)
-                return self
-            except OSError:
-                time.sleep(0.25)
-        raise TimeoutError(f"jupyter lab not ready after {LAB_START_TIMEOUT} s:\n{self.log_tail()}")
-
-    def log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-    def url(self, notebook: str, workspace: str = "labnet-browser-test") -> str:
-        return f"http://127.0.0.1:{self.port}/lab/workspaces/{workspace}/tree/{notebook}?reset&token={self.token}"
-
-    def shutdown_kernels(self) -> list[str]:
-        """``DELETE /api/sessions/{id}`` for every session (this shuts its kernel down); returns the ids."""
-        ids = []
-        for session in self.api("GET", "/api/sessions") or []:
-            self.api("DELETE", f"/api/sessions/{session['id']}", timeout=30)
-            ids.append(session["id"])
-        end = time.monotonic() + 30
-        while self.api("GET", "/api/kernels") and time.monotonic() < end:
-            time.sleep(0.2)
-        return ids
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-            except ProcessLookupError:
-                pass
-        self.log.close()
+pytestmark = [pytest.mark.browser, SKIP_UNLESS_ENABLED, pytest.mark.timeout(420)]
 
 
 @pytest.fixture
 def lab(tmp_path):
-    workdir = tmp_path / "project"
-    (workdir / "notebooks").mkdir(parents=True)
-    for folder in ("server_files", "client_files", "client_downloads"):
-        (workdir / folder).mkdir()
-    shutil.copy(NOTEBOOK, workdir / "notebooks" / NOTEBOOK.name)
-    lab = Lab(workdir, tmp_path)
-    try:
-        yield lab.start()
-    finally:
-        try:
-            if lab.proc is not None and lab.proc.poll() is None:
-                lab.shutdown_kernels()
-        finally:
-            lab.stop()
-        end = time.monotonic() + 15
-        while tagged_processes(lab.tag) and time.monotonic() < end:
-            time.sleep(0.2)
-        left = tagged_processes(lab.tag)
-        for pid, _ in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        assert not left, f"processes left behind by the browser test: {left}"
-
-
-def wait_for_kernel(page, lab: Lab, timeout: float = 90) -> None:
-    """Until the notebook has a running, idle kernel (answering the kernel dialog if one shows up)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        dialog = page.locator(".jp-Dialog")
-        if dialog.count() and dialog.get_by_text("Select Kernel").count():
-            dialog.locator("button", has_text="Select").click()
-        sessions = lab.api("GET", "/api/sessions") or []
-        if sessions and sessions[0]["kernel"]["execution_state"] == "idle":
-            return
-        time.sleep(0.3)
-    raise TimeoutError(f"no idle kernel after {timeout:g} s:\n{lab.log_tail()}")
-
-
-def run_all_cells(page) -> None:
-    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    with running_lab(tmp_path, [NOTEBOOK]) as lab:
+        yield lab
 
 
 def test_dashboard_in_a_real_browser(lab):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+    sync_api = sync_playwright_api()
     SHOTS.mkdir(parents=True, exist_ok=True)
     want = {"op": "upload", "volume": "1MB", "clients": 5, "client_pool": "thread", "server_model": "process",
             "server_workers": 2, "encoding": "raw"}  # fmt: skip
 
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1500})
             page.set_default_timeout(60 * MS)

@@ -1,13 +1,23 @@
-"""The notebooks' helper modules: lessons_framing (01), lessons_pools (02-03), envcheck (00), netinfo (06), dashboard (04) without a browser."""
+"""The notebooks' helper modules: lessons_framing (01), lessons_encoding (02-encoding), lessons_pools (pools), envcheck (00), netinfo (06), dashboard (04) without a browser."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import sys
 import time
 
 import pytest
 
-from labnet.notebook import envcheck, lessons_framing, lessons_pools, netinfo
+from labnet.notebook import (
+    envcheck,
+    lessons_encoding,
+    lessons_framing,
+    lessons_grid,
+    lessons_handoff,
+    lessons_pools,
+    netinfo,
+)
 from labnet.notebook.dashboard import Dashboard
 from labnet.notebook.dashboard_view import LiveCounters, counters_html, summary_html
 from labnet.protocol.console import parse_status_line, status_line
@@ -16,21 +26,28 @@ from labnet.server.stats import Stats
 pytestmark = pytest.mark.timeout(120)
 
 
-# -- 01: the seed's sentinel and truncation --------------------------------------------
+# -- 01-framing: delimiters, a split marker, length prefixes ----------------------------
 
 
-def test_split_marker_is_never_seen_by_the_seed_loop():
-    demo = lessons_framing.split_marker_demo(b"payload")
-    assert demo["reads"] == [b"payload__E", b"ND__"]
-    assert not demo["seed"].finished
-    assert demo["searching"].finished and demo["searching"].data == b"payload"
+def test_base64_and_json_never_carry_the_delimiters():
+    alphabet = lessons_encoding.base64_alphabet()
+    assert len(alphabet) == 65 and b"_" not in alphabet and b"\r" not in alphabet and b"\n" not in alphabet
+    escaped = lessons_framing.json_escapes("a\r\n\r\nb")
+    assert escaped["crlf_in_text"] == 1 and escaped["crlf_in_wire"] == 0 and escaped["round_trip"]
+    rows = lessons_framing.marker_safety({"text": b"x __END__ y\r\n\r\nz", "bin": bytes(range(256)) * 40})
+    assert rows[0]["end_marker_raw"] == 1 and rows[0]["crlf_raw"] == 1 and rows[0]["crlf_json_text"] == 0
+    assert rows[1]["crlf_json_text"] is None
+    assert all(r["end_marker_base64"] == 0 and r["crlf_base64"] == 0 for r in rows)
 
 
-def test_marker_inside_the_file_truncates_silently():
-    demo = lessons_framing.marker_in_file_demo(size=5000, at=1000)
-    assert len(demo["content"]) == 5000
-    for name in ("seed", "searching"):
-        assert demo[name].finished and demo[name].data == demo["content"][:1000]
+@pytest.mark.timeout(30)
+def test_split_marker_live_seed_misses_it_labnet_finds_it():
+    content = bytes(range(256)) * 20
+    seed = lessons_framing.split_marker_live("seed", content, give_up=0.1)
+    assert seed["sent"][1] == b"ND__" and seed["sent"][0].endswith(b"__E")
+    assert not seed["received"].finished and seed["received"].data.endswith(b"__END__")
+    ours = lessons_framing.split_marker_live("labnet", content)
+    assert ours["received"].finished and ours["received"].data == content
 
 
 @pytest.mark.parametrize("encoding", ["b64", "raw"])
@@ -46,33 +63,44 @@ def test_stream_boundaries_keep_the_bytes():
     assert b"".join(seen["received"]) == b"abcdef"
 
 
-def test_seed_per_chunk_base64_keeps_only_the_first_chunk():
-    assert lessons_framing.seed_decode(lessons_framing.seed_encode(b"abcd", chunk=2)) == b"ab"
-    res = lessons_framing.truncation_demo(size=3 * 10**6)
-    assert res.truncated and res.received == lessons_framing.SEED_CHUNK
+# -- 02-encoding: base64's size and cost, block-by-block truncation, SHA-256 --------------
+
+
+def test_encoded_size_counts_the_encoder_output(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(bytes(range(256)) * 4000 + b"x")  # 1,024,001 bytes: not a multiple of 3
+    got = lessons_encoding.encoded_size(path, repeats=2)
+    assert got["wire_bytes"] == len(base64.b64encode(path.read_bytes()))
+    assert got["seconds"]["n"] == 2 and got["seconds"]["min"] <= got["seconds"]["median"] <= got["seconds"]["max"]
+
+
+def test_seed_per_block_base64_keeps_only_the_first_block():
+    assert lessons_encoding.seed_decode(lessons_encoding.seed_encode(b"abcd", chunk=2)) == b"ab"
+    res = lessons_encoding.truncation_demo(size=3 * 10**6)
+    assert res.truncated and res.received == lessons_encoding.SEED_CHUNK
     assert res.digest_caught_it
     assert res.labnet_decoder.startswith("refused") and "INTEGRITY" in res.labnet_decoder
     assert res.labnet_roundtrip_ok
 
 
-def test_a_file_smaller_than_one_chunk_is_not_truncated():
-    res = lessons_framing.truncation_demo(size=1000)
+def test_a_file_smaller_than_one_block_is_not_truncated():
+    res = lessons_encoding.truncation_demo(size=1000)
     assert not res.truncated and not res.digest_caught_it
 
 
 def test_codec_cost_reports_four_thirds():
-    rows = lessons_framing.codec_cost(size=300_000, repeats=1)
+    rows = lessons_encoding.codec_cost(size=300_000, repeats=2)
     assert rows[0]["backend"] == "raw (copy)" and rows[0]["wire_bytes"] == 300_000
     assert all(r["wire_bytes"] == 400_000 for r in rows[1:])
-    assert all(r["encode_s"] > 0 and r["decode_s"] > 0 for r in rows)
-    fig = lessons_framing.plot_base64_cost(rows)
+    assert all(r["encode_s"] > 0 and r["decode_s"] > 0 and r["encode_spread"]["n"] == 2 for r in rows)
+    fig = lessons_encoding.plot_base64_cost(rows)
     assert len(fig.axes) == 2
 
 
 def test_integrity_cost_hashes_the_file(tmp_path):
     path = tmp_path / "f.bin"
     path.write_bytes(b"labnet" * 5000)
-    cost = lessons_framing.integrity_cost(path, repeats=1)
+    cost = lessons_encoding.integrity_cost(path, repeats=1)
     assert cost["bytes"] == 30_000 and cost["sha256"] == hashlib.sha256(b"labnet" * 5000).hexdigest()
     assert cost["MBps"] > 0 and cost["decode_MBps"] > 0
     assert cost["decoder"] in ("pybase64", "binascii")
@@ -82,14 +110,14 @@ def test_transfer_cost_through_a_server(start_server, tmp_path):
     srv = start_server("thread", workers=1)
     path = tmp_path / "f.bin"
     path.write_bytes(b"x" * 30_001)
-    rows = lessons_framing.transfer_cost(srv.address, path, repeats=1)
+    rows = lessons_encoding.transfer_cost(srv.address, path, repeats=2)
     assert {(r["encoding"], r["op"]) for r in rows} == {("raw", "upload"), ("raw", "download"),
                                                          ("b64", "upload"), ("b64", "download")}  # fmt: skip
     for r in rows:
-        assert r["bytes"] == 30_001
+        assert r["bytes"] == 30_001 and r["spread"]["n"] == 2
         assert r["wire_bytes"] == (30_001 if r["encoding"] == "raw" else 4 * -(-30_001 // 3))
         assert r["sha256"] == hashlib.sha256(b"x" * 30_001).hexdigest()
-    assert len(lessons_framing.plot_base64_cost(lessons_framing.codec_cost(3000, 1), rows).axes) == 3
+    assert len(lessons_encoding.plot_base64_cost(lessons_encoding.codec_cost(3000, 1), rows).axes) == 3
 
 
 # -- 02/03: pools ---------------------------------------------------------------------
@@ -99,6 +127,50 @@ def test_worker_functions_run_in_a_spawned_pool_and_notebook_ones_do_not():
     assert lessons_pools.try_in_pool(lessons_pools.square, 6, "spawn").result == 36
     bad = lessons_pools.try_in_pool(lambda x: x, 1, "spawn")  # a lambda cannot be pickled by reference
     assert not bad.ok and bad.error
+
+
+def _only_in_this_process(x):
+    return x
+
+
+def test_a_spawned_childs_traceback_is_captured_with_its_reason(monkeypatch):
+    # the notebook's case: a function the parent finds in __main__ and a spawned child does not
+    _only_in_this_process.__module__, _only_in_this_process.__qualname__ = "__main__", "only_in_parent"
+    monkeypatch.setattr(sys.modules["__main__"], "only_in_parent", _only_in_this_process, raising=False)
+    got = lessons_pools.try_in_pool(_only_in_this_process, 1, "spawn")
+    assert not got.ok and "BrokenProcessPool" in got.error
+    assert got.reason.startswith("AttributeError") and "only_in_parent" in got.reason, got.child_stderr
+    assert lessons_pools.try_in_pool(lessons_pools.square, 3, "spawn").child_stderr == ""
+
+
+@pytest.mark.timeout(120)
+def test_students_handoff_closing_after_submit_fails_in_the_feeder_thread():
+    got = lessons_handoff.students_handoff(20)
+    bad, good = got["close_after_submit"], got["close_when_done"]
+    assert bad["trials"] == good["trials"] == 20
+    assert bad["failed"] > 0 and bad["served"] + bad["failed"] == 20  # a race, lost more often than not
+    assert set(bad["errors"]) == {"OSError: [Errno 9] Bad file descriptor"}
+    assert bad["first_error"]["entry"].endswith("queues.py, _feed")
+    assert bad["first_error"]["raised_in"].endswith("resource_sharer.py, __init__")
+    assert good["served"] == 20 and not good["errors"] and good["stderr"] == ""
+
+
+def test_start_times_interleave_and_summarise():
+    got = lessons_pools.start_times(("fork",), workers=1, repeats=2)
+    assert got["fork"]["n"] == 2 and got["fork"]["min"] <= got["fork"]["median"] <= got["fork"]["max"]
+
+
+def test_grid_summary_and_median_runs():
+    runs = []
+    for rep, t in enumerate((0.3, 0.1, 0.2)):
+        r = _Res([_Rec(0, 0.0, t)], time_mean=t, wait_mean=0.0, throughput_mean=1e6 / t, ok=1, failed=0,
+                 server_ok=1)  # fmt: skip
+        r.config.update(server_workers=1, repeat=rep)
+        runs.append(r)
+    (row,) = lessons_grid.grid_summary(runs)
+    assert row["repeats"] == 3 and row["ok"] == 3 and row["server_ok"] == 3
+    assert (row["time"]["median"], row["time"]["min"], row["time"]["max"]) == (0.2, 0.1, 0.3)
+    assert [r.summary["time_mean"] for r in lessons_grid.median_runs(runs)] == [0.2]
 
 
 def test_gil_demo_shapes():
@@ -151,8 +223,11 @@ def test_seed_style_vs_streamed_encode(tmp_path):
         seed = lessons_pools.seed_style_encode(path, pool)
     ours = lessons_pools.streamed_encode(path)
     assert seed["bytes"] == ours["bytes"] == 256_000
-    assert seed["bytes_crossing_processes"] == 256_000 + 4 * -(-256_000 // 3)
+    # pickled sizes (measured): the file there and its base64 back, each with a few bytes of pickle framing
+    assert 0 <= seed["bytes_crossing_processes"] - (256_000 + 4 * -(-256_000 // 3)) < 100
     assert ours["bytes_crossing_processes"] == 0
+    # peak Python memory (tracemalloc): the seed's design holds at least the file and its base64 at once
+    assert seed["held_in_memory"] >= 256_000 * 7 / 3 and ours["held_in_memory"] < 10**6  # two chunks, any file size
     assert len(lessons_pools.plot_designs([seed, ours]).axes) == 2
 
 

@@ -28,7 +28,7 @@ from procfind import processes_with_env
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]-*.ipynb"))
-EXPECTED = ["00-start-here", "01-protocol-by-hand", "02-thread-pool-server", "03-process-pool-server",
+EXPECTED = ["00-start-here", "01-framing", "02-encoding-and-integrity", "02-thread-pool-server", "03-process-pool-server",
             "04-stress-dashboard", "05-ets-table", "06-lab-network", "07-measure-your-own-server"]  # fmt: skip
 CELL_TIMEOUT = 300
 KERNEL_STARTUP_TIMEOUT = 120

@@ -39,7 +39,18 @@ One deliberate bug each:
 * ``course_noreply_server``    -- closes a GET without any reply
 * ``course_notjson_server``    -- answers a GET in plain text, not JSON
 * ``course_endless_server``    -- answers a GET with a reply that never ends
+* ``course_recv32_server``     -- the course's reference server's framing: each ``recv(32)`` is taken as
+  a whole request, so one UPLOAD is answered piece by piece (``--backlog 1`` gives its ``listen(1)``)
 * ``exits_on_start``           -- crashes at once (a forgotten import), status 1
 * ``never_listens``            -- runs but never listens (its accept loop sits
   after a ``with ThreadPoolExecutor`` block that never ends)
+
+Clients, for ``labnet matrix --client-cmd`` (they find the server through the
+environment variables ``SERVER_HOST`` / ``SERVER_PORT``; no ``listening on`` line):
+
+* ``reference_style_client``   -- the course's reference client (``LIST`` / ``GET`` with no
+  terminator, ``recv(16)`` until ``\\r\\n\\r\\n``)
+* ``seed_style_client``        -- the seed's ``client_pool.py {op} {volume} {clients} {pool}``
+  (``--protocol sentinel|course``; block-by-block base64, one shared download file)
+* ``faulty_client``            -- ``MODE`` truncating / crashing / usage / hanging, one fault each
 """

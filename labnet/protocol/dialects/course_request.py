@@ -47,6 +47,17 @@ from labnet.protocol.dialects.json_stream import Member, ObjectEnd, ObjectScanne
 from labnet.protocol.dialects.profile import Profile
 
 MAX_HEAD = 4096  # bytes of a request before its content (or of a whole request without content)
+REQUEST_SILENCE = 0.2
+"""Seconds of silence after which a server ends a request that came with no terminator.
+
+The course's reference client sends ``LIST`` or ``GET <name>`` with nothing
+after it and then waits (dialects.md, section 3), so only a silence can end
+such a request; ~200 ms is what the students' servers that serve it use.
+It *adds* to the time of every such request (and of a ``\n``-ended one a
+server cannot tell from a pause): 0.2 s per request on top of the transfer.
+labnet's servers (``labnet.server.dialect_session``) and the sentinel
+request line (whose clients send no terminator either) use this one value.
+"""
 HEAD_WORDS = {"inline": 1, "inline_length": 2, "key_value": 1, "header_body": 1, "json": 1}  # after the verb
 _WORD = re.compile(rb"[^ \t\r\n]+")
 _SPACES = re.compile(rb"[ \t]*")
