@@ -106,6 +106,8 @@ class Wire:
         self.sock.connect(address)
         self.buf = b""
         self.greeting = self.line() if greet else None
+        while greet and self.greeting.startswith("OK LABNET 1 QUEUED"):  # the worker was not free yet
+            self.greeting = self.line()
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)

@@ -23,7 +23,6 @@ Must not import sockets, threads, the server package, ``matrix_run`` or matplotl
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from statistics import mean
 
 from labnet.config import MB, size_label
 from labnet.errors import UsageError
+from labnet.protocol.console import parse_connection_log
 
 # The seed's client_pool.py prints "[OK] Time: 0.12s | Throughput: 123.45 B/s | Msg: ..." per worker
 # and "Success count     : 5" at the end: the per-worker lines add one each, the summary sets the count.
@@ -49,23 +49,12 @@ TAIL_CHARS = 1200
 
 
 def read_connection_log(path) -> list[dict]:
-    """Every complete JSON line of a connection log, in order ([] when there is no file)."""
+    """The connection records of a connection log, in order ([] when there is no file)."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
         return []
-    lines = data.split(b"\n")
-    if lines and lines[-1]:
-        lines = lines[:-1]  # a line still being written, or a writer killed mid-way
-    out = []
-    for raw in lines:
-        try:
-            obj = json.loads(raw) if raw.strip() else None
-        except ValueError:
-            continue
-        if isinstance(obj, dict) and obj.get("kind", "connection") == "connection":
-            out.append(obj)
-    return out
+    return [obj for obj in parse_connection_log(data) if obj.get("kind", "connection") == "connection"]
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The stress dashboard of notebook 04: ipywidgets controls around ``labnet.measure.stress.run``.
+"""The stress dashboard of notebook 05: ipywidgets controls around ``labnet.measure.stress.run``.
 
 >>> dash = Dashboard()
 >>> dash                      # shows the controls in a notebook

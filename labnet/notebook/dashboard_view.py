@@ -1,6 +1,6 @@
 """What the stress dashboard shows: counters, summaries, timelines, and the live-counters widget.
 
-* :class:`LiveCounters`: a server's counters, live, as one HTML widget, for notebooks 02/03 (read from
+* :class:`LiveCounters`: a server's counters, live, as one HTML widget, for notebooks 03/04 (read from
   the counters listener: no worker taken; see ``labnet.notebook.dashboard`` for why not ``STATS``).
 * Pure rendering functions (HTML tables, matplotlib timelines, PNG bytes),
   easy to test without a browser.

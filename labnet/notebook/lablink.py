@@ -1,4 +1,4 @@
-"""A rate-limited link on one machine, for notebook 06: labnet's server on one side, its clients on the other.
+"""A rate-limited link on one machine, for notebook 07: labnet's server on one side, its clients on the other.
 
 >>> ok, why = can_link()
 >>> with Link(rate_mbit=40) as link:                  # a veth pair; tbf limits each direction to 40 Mbit/s
@@ -214,7 +214,7 @@ def format_summary(s: dict, rate_mbit: float, size: int) -> str:
     return "\n".join(out)
 
 
-# Shown by notebook 06 where namespaces cannot be made, labelled as recorded: the rows of
+# Shown by notebook 07 where namespaces cannot be made, labelled as recorded: the rows of
 # Link(rate_mbit=40).measure(500_000, (1, 4), ("raw", "b64"), repeats=3) on a 2-core Linux VM (Python 3.11,
 # root, other test runs on the machine at the same time), 2026-12-02.
 RECORDED: dict = {

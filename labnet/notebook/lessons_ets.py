@@ -1,4 +1,4 @@
-"""Notebook 05's helpers around the ETS table: what to run, a glossary, aggregate throughput, a time estimate.
+"""Notebook 06's helpers around the ETS table: what to run, a glossary, aggregate throughput, a time estimate.
 
 What it holds:
 

@@ -1,4 +1,4 @@
-"""Notebook 02's GIL lesson on base64 itself: the standard library's backend holds the GIL, pybase64 does not.
+"""Notebook 03's GIL lesson on base64 itself: the standard library's backend holds the GIL, pybase64 does not.
 
 What it holds:
 

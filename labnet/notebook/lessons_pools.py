@@ -1,4 +1,4 @@
-"""Notebooks 02 and 03's demonstrations (thread and process pools): the GIL, fork vs spawn, pool designs, queueing.
+"""Notebooks 03 and 04's demonstrations (thread and process pools): the GIL, fork vs spawn, pool designs, queueing.
 
 What it holds:
 

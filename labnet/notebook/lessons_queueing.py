@@ -1,4 +1,4 @@
-"""Notebook 02's queueing lesson: why N clients take longer *per client* with N server workers than with one.
+"""Notebook 03's queueing lesson: why N clients take longer *per client* with N server workers than with one.
 
 What it holds:
 

@@ -1,4 +1,4 @@
-"""Notebook 06 (lab network): this machine's addresses, a reachability probe, link ceilings.
+"""Notebook 07 (lab network): this machine's addresses, a reachability probe, link ceilings.
 
 Nothing here sends a packet anywhere except :func:`probe`, which talks to the
 labnet server you name.  :func:`primary_address` uses the usual trick of

@@ -1,4 +1,4 @@
-"""Notebook 07, "Measure your own client": a student's client against labnet's server, judged by the bytes.
+"""Notebook 08, "Measure your own client": a student's client against labnet's server, judged by the bytes.
 
 What it holds (thin helpers over :func:`labnet.measure.client_matrix.run_client_matrix`):
 

@@ -1,4 +1,4 @@
-"""Notebook 07 (measure your own server): start a student's server safely, read its wire, measure its memory.
+"""Notebook 08 (measure your own server): start a student's server safely, read its wire, measure its memory.
 
 What it holds:
 

@@ -11,7 +11,7 @@ Two backends, one output: ``pybase64`` (SIMD, ~10-50x faster than the
 standard library, and it releases the GIL while it works) and ``binascii``
 (what the standard library's ``base64`` module runs, and what students use:
 it holds the GIL, so two threads encoding take about as long as one doing
-both, measured in notebook 02).  The backend is a visible choice: the
+both, measured in notebook 03).  The backend is a visible choice: the
 ``--base64 pybase64|binascii`` option of ``labnet server``, ``stress`` and
 ``matrix`` calls :func:`use_backend` in every process that encodes (server
 workers and stress workers too, also under spawn).  Without a choice,

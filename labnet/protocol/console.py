@@ -1,6 +1,6 @@
 """The lines a labnet server prints on its console, which labnet's own tools read back.
 
-Two kinds, each written and parsed here so that the two cannot drift apart:
+Each kind written and parsed here so that the two cannot drift apart:
 
 * the **ready line**, printed once the server listens:
   ``labnet server ready on HOST:PORT (model=..., workers=..., root=...)``;
@@ -8,6 +8,9 @@ Two kinds, each written and parsed here so that the two cannot drift apart:
 * the **counters line**: one JSON object and a newline, the answer of the
   server's counters listener (``counters=HOST:PORT`` in the ready line), read
   by the launcher and the dashboards without taking a worker;
+* the **connection log**: one JSON object per line, one line per closed
+  connection (``labnet server --connection-log FILE``, written by
+  ``labnet.server.connlog``), read by ``labnet matrix --client-cmd``;
 * the **status line**, printed every ``status_every`` seconds and at exit,
   like the seed's "sukses/gagal" print:
   ``[labnet] ok=.. failed=.. (upload ../.., download ../.., list ../..) active=.. ...``;
@@ -27,8 +30,10 @@ from labnet.config import MB
 READY_PREFIX = "labnet server ready on"
 
 
-def ready_line(host: str, port: int, model: str, workers: int, root, counters=None, base64: str = "") -> str:
-    extra = f", counters={counters[0]}:{counters[1]}" if counters else ""
+def ready_line(host: str, port: int, model: str, workers: int, root, counters=None, base64: str = "",
+               dialect: str = "labnet") -> str:
+    extra = f", dialect={dialect}" if dialect != "labnet" else ""  # what its clients must speak
+    extra += f", counters={counters[0]}:{counters[1]}" if counters else ""
     extra += f", base64={base64}" if base64 else ""  # the codec backend its workers use (--base64)
     return f"{READY_PREFIX} {host}:{port} (model={model}, workers={workers}, root={root}{extra})"
 
@@ -105,3 +110,23 @@ def parse_status_line(line: str) -> dict | None:
                   "DOWNLOAD": {"ok": g["down_ok"], "failed": g["down_failed"]},
                   "LIST": {"ok": g["list_ok"], "failed": g["list_failed"]}},
     }  # fmt: skip
+
+
+def parse_connection_log(data: bytes) -> list[dict]:
+    """Every complete JSON object line of a connection log's bytes, in order.
+
+    A last line without its newline is left out (a line still being written, or a writer killed
+    mid-way); so is a line that is not a JSON object.
+    """
+    lines = data.split(b"\n")
+    if lines and lines[-1]:
+        lines = lines[:-1]
+    out = []
+    for raw in lines:
+        try:
+            obj = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+    return out

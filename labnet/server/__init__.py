@@ -87,7 +87,7 @@ def run_server(config: ServerConfig) -> int:
                   "upload, download and delete files here (no authentication). See docs/security.md.",
                   file=sys.stderr, flush=True)  # fmt: skip
         print(ready_line(host, port, config.model, config.workers, server.store.root, server.counters_address,
-                         config.base64), flush=True)  # fmt: skip
+                         config.base64, config.dialect), flush=True)  # fmt: skip
         server.serve_forever()
     finally:
         server.shutdown()

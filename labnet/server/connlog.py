@@ -42,6 +42,8 @@ import json
 import os
 import time
 
+from labnet.protocol.console import parse_connection_log
+
 MAX_REQUESTS = 1000  # requests logged per connection (a kept connection may serve many more)
 MAX_ERROR = 500  # characters of an error text kept in the log
 
@@ -118,26 +120,12 @@ def append_line(path: str, obj: dict) -> None:
 
 
 def read_connection_log(path) -> list[dict]:
-    """Every complete line of a connection log, in order; a partial or unreadable line is skipped."""
+    """Every complete line of a connection log, in order (``[]`` when there is no file yet)."""
     try:
         with open(path, "rb") as fh:
-            data = fh.read()
+            return parse_connection_log(fh.read())
     except FileNotFoundError:
         return []
-    lines = data.split(b"\n")
-    if lines and lines[-1]:
-        lines = lines[:-1]  # no newline yet: a line still being written, or a writer killed mid-way
-    out = []
-    for raw in lines:
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            out.append(obj)
-    return out
 
 
 # -- when the accept loop accepted a connection ---------------------------------------------

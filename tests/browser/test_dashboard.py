@@ -1,11 +1,11 @@
-"""Real browser: JupyterLab + Debian's chromium driven by Playwright, on notebook 04's dashboard.
+"""Real browser: JupyterLab + Debian's chromium driven by Playwright, on notebook 05's dashboard.
 
 Run with ``make test-browser`` (``LABNET_QUICK=1 LABNET_BROWSER=1 pytest -m browser tests/browser``);
 skipped otherwise, so plain ``make test`` does not need a browser.
 
 What happens:
 
-1. a copy of ``notebooks/04-stress-dashboard.ipynb`` in a temporary project
+1. a copy of ``notebooks/05-stress-dashboard.ipynb`` in a temporary project
    folder (so the real notebook is never saved with outputs), JupyterLab on
    a free loopback port with a random token, autosave off, every cell kept
    in the page (``windowingMode: none``);
@@ -34,7 +34,7 @@ from lab import (
     wait_for_kernel,
 )
 
-NOTEBOOK = NOTEBOOK_DIR / "04-stress-dashboard.ipynb"
+NOTEBOOK = NOTEBOOK_DIR / "05-stress-dashboard.ipynb"
 
 pytestmark = [pytest.mark.browser, SKIP_UNLESS_ENABLED, pytest.mark.timeout(420)]
 

@@ -262,3 +262,19 @@ def test_a_class_is_graded_then_resumed_without_grading_again(tmp_path, tagged):
     assert again.graded == [] and again.skipped == ["s01"]
     assert any("finished before" in s and "--fresh" in s for s in said)
     assert (tmp_path / "out" / "class.html").is_file()
+
+
+def test_the_readme_manifest_example_checks_clean(tmp_path):
+    """The manifest instructors copy from the README's "Grading a class" stays valid."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    examples = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if "[student]" in b]
+    assert len(examples) == 1
+    (tmp_path / "labnet.toml").write_text(examples[0], encoding="utf-8")
+    for name in re.findall(r'"[^"]*?([\w./-]+\.(?:csv|toml|py))', examples[0]):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        # files the example names exist in a real submission (a table has the assignment's header)
+        (tmp_path / name).write_text(ETS_HEADER if name.endswith(".csv") else "", encoding="utf-8")
+    manifest, problems = grade_manifest.load_manifest(tmp_path)
+    assert manifest is not None and problems == [], problems

@@ -1,4 +1,4 @@
-"""lessons_ets: notebook 05's glossary, aggregate-vs-per-client rows, time estimate and row selection."""
+"""lessons_ets: notebook 06's glossary, aggregate-vs-per-client rows, time estimate and row selection."""
 
 from __future__ import annotations
 

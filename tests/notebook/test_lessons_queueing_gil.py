@@ -1,4 +1,4 @@
-"""Notebook 02's helpers: the FCFS/sharing comparison (pure maths on stress results), the backlog table,
+"""Notebook 03's helpers: the FCFS/sharing comparison (pure maths on stress results), the backlog table,
 and the base64/GIL measurements' bookkeeping (no timing thresholds here: the notebook asserts those)."""
 
 from __future__ import annotations

@@ -28,8 +28,8 @@ from procfind import processes_with_env
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]-*.ipynb"))
-EXPECTED = ["00-start-here", "01-framing", "02-encoding-and-integrity", "02-thread-pool-server", "03-process-pool-server",
-            "04-stress-dashboard", "05-ets-table", "06-lab-network", "07-measure-your-own-server"]  # fmt: skip
+EXPECTED = ["00-start-here", "01-framing", "02-encoding-and-integrity", "03-thread-pool-server", "04-process-pool-server",
+            "05-stress-dashboard", "06-ets-table", "07-lab-network", "08-measure-your-own-server"]  # fmt: skip
 CELL_TIMEOUT = 300
 KERNEL_STARTUP_TIMEOUT = 120
 RUN_TIMEOUT = 900
@@ -67,7 +67,7 @@ def test_notebook_committed_without_outputs(notebook):
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_under_nbval(notebook, tmp_path):
     tag = uuid.uuid4().hex
-    # LABNET_ETS_OUT: notebook 05 writes its table here, so every test run fills it afresh
+    # LABNET_ETS_OUT: notebook 06 writes its table here, so every test run fills it afresh
     env = dict(os.environ, LABNET_QUICK="1", LABNET_NBVAL_TAG=tag, PYTHONUNBUFFERED="1",
                LABNET_ETS_OUT=str(tmp_path / "ets"))  # fmt: skip
     env.pop("LABNET_BROWSER", None)

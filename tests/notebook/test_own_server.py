@@ -1,4 +1,4 @@
-"""Notebook 07's helpers (``labnet.notebook.own_server``): servers started safely and stopped whole, raw wire bytes."""
+"""Notebook 08's helpers (``labnet.notebook.own_server``): servers started safely and stopped whole, raw wire bytes."""
 
 from __future__ import annotations
 

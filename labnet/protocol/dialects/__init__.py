@@ -59,6 +59,10 @@ def get_profile(dialect: str, profile=None) -> Profile | None:
         found = profile
     elif isinstance(profile, str) and profile in PROFILES:
         found = builtin_profile(profile)
+    elif isinstance(profile, str) and not profile.endswith(".toml") and "=" not in profile and "\n" not in profile:
+        # neither a built-in name, a .toml path nor TOML text: a typo, most likely
+        raise UsageError(f"unknown profile {profile!r}: give a built-in profile ({', '.join(PROFILES)}) "
+                         "or a .toml file")
     else:
         found = load_profile(profile)
     if found.dialect != dialect:

@@ -154,7 +154,8 @@ def test_the_readme_profile_examples_load():
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```toml\n(.*?)```", readme, re.S)
+    blocks = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.S)
+              if "[student]" not in b]  # a grading manifest (tests/measure/test_grade.py reads that one)
     assert len(blocks) == 2
     loaded = [load_profile(b) for b in blocks]
     assert [(p.name, p.dialect) for p in loaded] == [("kelompok-3", "course"), ("store-fetch", "sentinel")]
