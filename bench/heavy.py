@@ -40,6 +40,21 @@ every figure:
   a single transfer to it >= 0.9 of one to a 5-worker server;
 * server peak RSS < 64 MB per process in every cell.
 
+Measured (2-core VM, 2026-12-02, while other engineers' tests loaded the
+cores, load average 1-20: read the CPU columns first).  The whole bench, one
+run: 679 s, no failure, every labnet server process under 54.5 MB peak RSS
+(the thread-pool reference: up to 147 MB).  labnet / reference 0.68-3.71;
+the two cells under 0.8 were download b64 x50 (thread and process alike),
+where the server spends 3-5 s of CPU and the 50 client threads 11-12 s
+(the reference's clients 9 s), under a load average of 14-16; in a calmer
+rerun the same cells gave 0.91 and 1.07.  Thread server, median of three:
+x50 / x5 wall 1.06 (upload b64), 1.16 (upload raw).  What 50 threads
+still cost: 128 KiB steps instead of the reference's 1 MiB (the price of
+the RSS target) mean 8x more GIL hand-offs per byte -- ~60 ``futex`` calls
+per step among 50 threads (``strace -c -f``) -- and the upload b64 server
+used 12.1 s of CPU with 5 workers, 17.2 s with 50 (the reference 7.8 and
+7.9 s with its 1 MiB steps and 150 MB RSS).
+
 Selectors run a part: ``--models thread --workers 50 --ops upload
 --encodings b64``, ``--no-reference``, ``--no-single``, ``--only single``.
 MB = 10**6 bytes.  Wall-clock figures swing when other work shares the

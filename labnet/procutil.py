@@ -96,31 +96,6 @@ def alive(pid: int) -> bool:
 
 M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
 M_MMAP_THRESHOLD = -3
-MANY_THREADS = 8  # above this many busy worker threads, heap fragmentation shows in RSS
-
-
-def limit_heap_fragmentation(threshold: int = 128 * 1024) -> bool:
-    """Serve every allocation of ``threshold`` bytes or more with its own mmap (glibc only).
-
-    Why: the thread-pool server moves data in 192-256 KiB buffers.  glibc's
-    default *dynamic* mmap threshold rises to that size after the first free,
-    so from then on those buffers come from per-thread malloc arenas, where
-    allocation, shrinking (``recv`` into a 256 KiB buffer, then resize) and
-    freeing by 50 busy threads fragments the heaps: measured on the 2-core
-    machine, 50 concurrent 100 MB uploads peaked anywhere between 55 and
-    127 MB RSS from run to run.  A fixed threshold (the same as
-    ``MALLOC_MMAP_THRESHOLD_=131072``) returns each big buffer to the kernel
-    when freed: 54-57 MB in every run, at the price of page faults (about a
-    third slower with 50 threads), so it is meant for many-thread servers.
-    Returns False where ``mallopt`` is not available (not glibc).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None)
-        return libc.mallopt(M_MMAP_THRESHOLD, int(threshold)) == 1
-    except (OSError, AttributeError):
-        return False
 
 
 def cpu_seconds() -> float:
@@ -137,9 +112,11 @@ def keep_buffers_warm(mmap_threshold: int = 1 << 20, trim_threshold: int = 4 << 
     (mmap/munmap, or trimming the heap top) and faulted in again, zeroed,
     page by page: measured on the 2-core machine, receiving a 100 MB base64
     body cost 98 ms of CPU that way and 70 ms with buffers kept (at most
-    ``trim_threshold`` bytes of free memory stay with the process).  For one
-    connection per process or thread; many busy threads want
-    :func:`limit_heap_fragmentation` instead.  Idempotent; False where
+    ``trim_threshold`` bytes of free memory stay with the process).  Every
+    server uses it, whatever its pool size: the alternative for many
+    threads (a fixed 128 KiB mmap threshold, one mmap per buffer) kept RSS
+    flat but made a 50-thread server fault in every chunk again (see
+    ``labnet.server.thread_pool``, "Memory").  Idempotent; False where
     ``mallopt`` is not available.
     """
     if not sys.platform.startswith("linux"):

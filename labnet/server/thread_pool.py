@@ -25,7 +25,7 @@ Memory: the same allocator setting for every pool size
 --------------------------------------------------------
 Freed chunk buffers stay with the process for reuse (``procutil.keep_buffers_warm``),
 whatever the pool size.  Pools of more than 8 threads used to serve every buffer of
-128 KiB or more with its own mmap (``procutil.limit_heap_fragmentation``), to keep peak
+128 KiB or more with its own mmap (a fixed glibc mmap threshold, since removed), to keep peak
 RSS flat; measured on the 2-core VM (CPU time and kernel counters, so the figures hold
 on a busy machine), that fault-in of fresh zeroed pages for every chunk was most of what
 a big pool cost:
