@@ -60,14 +60,10 @@ from labnet.measure.client_verify import (
 from labnet.measure.files import data_dir, make_test_file
 from labnet.measure.launcher import BackgroundServer
 from labnet.measure.matrix_plan import Cell, plan_cells
-from labnet.measure.matrix_run import MatrixResult
+from labnet.measure.matrix_run import MatrixResult, base_row, finish_row
 from labnet.measure.matrix_setup import fill_template
 from labnet.measure.matrix_table import (
-    DETAIL_TYPES,
-    UNITS_NOTE,
     append_row,
-    cell_verdict,
-    display_columns,
     ets_table,
     is_finished,
     prepare_csv,
@@ -130,19 +126,8 @@ def _snapshot(folder: Path) -> dict:
     return out
 
 
-def _base_row(cell: Cell) -> dict:
-    row = {k: None for k in DETAIL_TYPES}
-    row.update(label=cell.server_label, dialect=cell.dialect, server_model=cell.server_model,
-               client_pool=cell.client_pool, op=cell.op, volume_bytes=cell.volume, client_workers=cell.clients,
-               server_workers=cell.server_workers, number=cell.number, encoding="b64", note="", failures="",
-               units=UNITS_NOTE)  # fmt: skip
-    return row
-
-
 def _finish_row(row: dict) -> dict:
-    row["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    row["verdict"] = row.get("verdict") or cell_verdict(row)
-    row.update(display_columns(row))
+    finish_row(row)
     if row["status"] in ("ok", "failed"):
         said = claims_text(row)
         source = " [server log: accept to close]" if row.get("time_mean_s") is not None else ""
@@ -167,7 +152,7 @@ class ClientCell:
         self.server_port = server_port
 
     def run(self, cell: Cell) -> dict:
-        row, t0 = _base_row(cell), time.perf_counter()
+        row, t0 = base_row(cell, "b64"), time.perf_counter()
         try:
             return self._run(cell, row, t0)
         except (LabnetError, OSError) as exc:

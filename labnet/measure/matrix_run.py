@@ -161,7 +161,8 @@ class MatrixResult:
                 "plots": {k: str(v) for k, v in self.plot_paths.items()}}  # fmt: skip
 
 
-def _base_row(cell: Cell, encoding: str) -> dict:
+def base_row(cell: Cell, encoding: str) -> dict:
+    """A row of ``ets.csv`` for ``cell`` with every column present and nothing measured yet."""
     row = {k: None for k in DETAIL_TYPES}
     row.update(label=cell.server_label, dialect=cell.dialect, server_model=cell.server_model,
                client_pool=cell.client_pool, op=cell.op, volume_bytes=cell.volume, client_workers=cell.clients,
@@ -170,7 +171,8 @@ def _base_row(cell: Cell, encoding: str) -> dict:
     return row
 
 
-def _finish_row(row: dict) -> dict:
+def finish_row(row: dict) -> dict:
+    """Stamp the row, give it its verdict and the assignment's display columns."""
     row["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     row["verdict"] = row.get("verdict") or cell_verdict(row)
     row.update(display_columns(row))
@@ -237,21 +239,21 @@ def run_cell(cell: Cell, *, files_dir, server_root, downloads_dir, encoding: str
     setup = servers.setup
     student = setup.dialect != "labnet"
     stored_root = setup.stored_root(Path(server_root))
-    row = _base_row(cell, encoding)
+    row = base_row(cell, encoding)
     row["server_workers_declared"] = cell.server_workers if setup.workers_declared else None
     t0 = time.perf_counter()
     folders = [f for f in (files_dir, stored_root, downloads_dir) if f is not None]
     reason = preflight(cell, folders, local_server=setup.kind != "hand")
     if reason:
         row.update(status="skipped", note=reason, cell_seconds=0.0)
-        return _finish_row(row)
+        return finish_row(row)
     name = test_file_name(cell.volume)
     try:
         expected = file_sha256(make_test_file(files_dir, cell.volume))
         _prepare_server_files(cell, stored_root, name, student, expected)
     except OSError as exc:
         row.update(status="error", note=f"cannot write the test file: {exc}", cell_seconds=time.perf_counter() - t0)
-        return _finish_row(row)
+        return finish_row(row)
     try:
         lease = servers.lease(cell)
     except CellServerError as exc:
@@ -260,7 +262,7 @@ def run_cell(cell: Cell, *, files_dir, server_root, downloads_dir, encoding: str
         if exc.status == "failed":  # the server's fault: no client could be served
             row.update(clients_ok=0, clients_failed=cell.clients, failures=f"{exc.category}={cell.clients}",
                        server_measured=False, digests_verified=0, digest_mismatches=0)  # fmt: skip
-        return _finish_row(row)
+        return finish_row(row)
     try:
         lease.before()
         result = stress.run(cell.op, cell.volume, cell.clients, cell.client_pool, lease.host, lease.port,
@@ -273,7 +275,7 @@ def run_cell(cell: Cell, *, files_dir, server_root, downloads_dir, encoding: str
         outcome = lease.finish(result.records, expected_requests=want)
     except (LabnetError, OSError) as exc:
         row.update(status="error", note=f"{type(exc).__name__}: {exc}", cell_seconds=time.perf_counter() - t0)
-        return _finish_row(row)
+        return finish_row(row)
     finally:
         lease.release()
     if cancel is not None and cancel.is_set() and any(r.category == "cancelled" for r in result.records):
@@ -286,7 +288,7 @@ def run_cell(cell: Cell, *, files_dir, server_root, downloads_dir, encoding: str
                 path.unlink(missing_ok=True)
         elif setup.root is not None:  # the student's own folder (labnet's is removed when the run completes)
             row["note"] += f" | what the server stored is kept to look at: {stored_root}/w*_{name.lower()}"
-    return _finish_row(row)
+    return finish_row(row)
 
 
 def _judge(cell: Cell, result, outcome, setup, stored_root, name: str, expected: str, extra_note: str) -> dict:

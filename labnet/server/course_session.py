@@ -46,7 +46,6 @@ from __future__ import annotations
 import hashlib
 
 from labnet.errors import Code, LocalError, PeerError
-from labnet.protocol.codec import Encoder
 from labnet.protocol.dialects.course_reply import (
     UNKNOWN_REQUEST,
     content_reply,
@@ -58,7 +57,6 @@ from labnet.protocol.dialects.course_reply import (
 from labnet.protocol.dialects.course_request import REQUEST_SILENCE, RequestParser
 from labnet.protocol.dialects.events import CLOSED, NEED_DATA, Data, Request, RequestEnd
 
-FILE_PIECE = 3 * 256 * 1024  # file bytes read per download piece: whole 3-byte groups, 1 MiB of base64
 CLEAN_ENDS = ("terminator", "object", "silence")
 
 
@@ -202,20 +200,11 @@ def _download(conn, name: str, end: RequestEnd) -> bool:
     with f:
         framing = content_reply(conn.profile, name)
         conn.send(framing.head)
-        encoder = Encoder("b64")
-        sent = 0
-        try:
-            while True:
-                piece = f.read(FILE_PIECE)
-                if not piece:
-                    break
-                sent += len(piece)
-                conn.send(encoder.encode(piece))
-            conn.send(encoder.finish() + framing.tail)
-        except (PeerError, LocalError, OSError) as exc:
-            # The reply's head is out: an error text now would land inside the base64. Close instead.
-            conn.finish(False, size=sent, error=f"download cut short: {exc}", ended_by=end.ended_by)
-            return False
+        sent, failed = conn.send_file_base64(f, framing.tail)
+    if failed is not None:
+        # The reply's head is out: an error text now would land inside the base64. Close instead.
+        conn.finish(False, size=sent, error=f"download cut short: {failed}", ended_by=end.ended_by)
+        return False
     ok = sent == size
     conn.finish(ok, size=sent, ended_by=end.ended_by,
                 error=None if ok else f"the file changed while being sent ({sent} of {size} bytes)")  # fmt: skip

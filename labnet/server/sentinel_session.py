@@ -32,12 +32,9 @@ from __future__ import annotations
 import hashlib
 
 from labnet.errors import Code, LocalError, PeerError
-from labnet.protocol.codec import Encoder
 from labnet.protocol.dialects import sentinel
 from labnet.protocol.dialects.course_request import REQUEST_SILENCE
 from labnet.protocol.dialects.events import CLOSED, NEED_DATA, Data, EndedEarly, Request, RequestEnd
-
-FILE_PIECE = 3 * 256 * 1024  # file bytes read per download piece: whole 3-byte groups
 
 
 def _next(conn, parser, request_line: bool):
@@ -133,19 +130,10 @@ def _download(conn, request: Request, ended_by: str | None) -> bool:
         text = sentinel.NOT_FOUND if exc.code == Code.NOT_FOUND else f"Error: {exc.message}"
         return _refuse(conn, text, ended_by)
     with f:
-        encoder = Encoder("b64")
-        sent = 0
-        try:
-            while True:
-                piece = f.read(FILE_PIECE)
-                if not piece:
-                    break
-                sent += len(piece)
-                conn.send(encoder.encode(piece))
-            conn.send(encoder.finish() + sentinel.download_tail(conn.profile))
-        except (PeerError, LocalError, OSError) as exc:  # no marker: the client sees the download cut short
-            conn.finish(False, size=sent, error=f"download cut short: {exc}", ended_by=ended_by)
-            return False
+        sent, failed = conn.send_file_base64(f, sentinel.download_tail(conn.profile))
+    if failed is not None:  # no marker: the client sees the download cut short
+        conn.finish(False, size=sent, error=f"download cut short: {failed}", ended_by=ended_by)
+        return False
     conn.finish(sent == size, size=sent, ended_by=ended_by,
                 error=None if sent == size else f"the file changed while being sent ({sent} of {size} bytes)")
     return False

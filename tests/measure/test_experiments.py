@@ -81,13 +81,13 @@ def test_preflight_skips_with_a_reason(tmp_path):
 
 def fake_row(number, status="ok", **kw):
     cell = plan.Cell("thread", "thread", "upload", 10**6, 5, 1, number)
-    row = ex._base_row(cell, "b64")
+    row = ex.base_row(cell, "b64")
     row.update(status=status, clients_ok=5, clients_failed=0, server_measured=True, server_ok=5, server_failed=0,
                server_busy=0, time_mean_s=0.5, time_p50_s=0.4, time_p95_s=0.9, time_max_s=1.0,
                throughput_mean_Bps=2.5e6, digests_verified=5, digest_mismatches=0, cell_seconds=1.0)  # fmt: skip
     row.update(kw)
     row["client_workers"] = kw.get("client_workers", number)  # distinct keys
-    return ex._finish_row(row)
+    return ex.finish_row(row)
 
 
 def test_display_columns_use_the_assignments_names_and_mb():
@@ -98,7 +98,7 @@ def test_display_columns_use_the_assignments_names_and_mb():
     assert row["Jumlah worker client yang sukses dan gagal"] == "5 sukses / 0 gagal"
     assert row["Jumlah worker server yang sukses dan gagal"] == "5 sukses / 0 gagal"
     assert row["Waktu total per client"].startswith("0.500 s (p50 0.400, p95 0.900)")
-    skipped = ex._finish_row({**ex._base_row(plan.Cell("thread", "thread", "upload", 10**6, 5, 1, 1), "b64"),
+    skipped = ex.finish_row({**ex.base_row(plan.Cell("thread", "thread", "upload", 10**6, 5, 1, 1), "b64"),
                               "status": "skipped", "note": "needs about 9 MB of disk"})  # fmt: skip
     assert skipped["Throughput per client"] == "-" and "needs about" in skipped[matrix_table.ETS_NAMES[7]]
     md = matrix_table.ets_table([row, skipped])

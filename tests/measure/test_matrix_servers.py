@@ -146,7 +146,7 @@ def test_an_old_csv_reads_as_labnets_rows_and_is_upgraded(tmp_path):
         writer.writeheader()
         cell = plan.plan_cells(quick=True, ops="upload", volumes="100KB", clients=2, server_workers=1,
                              server_models="thread")[0]  # fmt: skip
-        row = ex._finish_row({**ex._base_row(cell, "b64"), "status": "failed", "failures": "reset=1;timeout=1",
+        row = ex.finish_row({**ex.base_row(cell, "b64"), "status": "failed", "failures": "reset=1;timeout=1",
                               "clients_ok": 1, "clients_failed": 1})  # fmt: skip
         writer.writerow({k: matrix_table._to_csv_value(row[k]) for k in old_fields})
     [back] = matrix_table.read_rows(path).values()

@@ -15,13 +15,13 @@ from labnet.measure import plotting
 def rows(statuses=("ok",)):
     out = []
     for cell in plan.plan_cells(quick=False, volumes="10MB,100MB", server_workers="1,5"):
-        row = ex._base_row(cell, "b64")
+        row = ex.base_row(cell, "b64")
         t = cell.volume / 50e6 * cell.clients / cell.server_workers
         row.update(status=statuses[cell.number % len(statuses)], clients_ok=cell.clients - 1, clients_failed=1,
                    server_measured=cell.number % 3 != 0, server_ok=cell.clients - 1, server_failed=1,
                    server_busy=cell.number % 2, time_mean_s=t, time_p50_s=t, time_p95_s=1.5 * t,
                    throughput_mean_Bps=cell.volume / t)  # fmt: skip
-        out.append(ex._finish_row(row))
+        out.append(ex.finish_row(row))
     return out
 
 
