@@ -31,7 +31,8 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	LABNET_QUICK=1 $(PY) -m pytest -q -m "not slow" tests
 
-# The long cases (soak-like loops, slow readers): .ci/run runs them after make test.
+# The long cases (soak-like loops, slow readers, every dialect x every bad input, the notebooks under nbval,
+# the benches' smoke runs): .ci/run runs them after make test.
 test-slow: $(STAMP)
 	LABNET_QUICK=1 $(PY) -m pytest -q -m slow tests
 

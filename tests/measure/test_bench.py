@@ -37,6 +37,7 @@ def test_ceiling_is_the_larger_of_the_hash_and_the_shared_work(monkeypatch):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_transfer_bench_runs_and_reports_every_line():
     out = subprocess.run([sys.executable, "bench/transfer.py", "--size", "2MB", "--repeat", "1"], cwd=ROOT,
                          capture_output=True, text=True, timeout=110)  # fmt: skip
@@ -70,6 +71,7 @@ def test_matrix_bench_runs_a_small_matrix(tmp_path):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_dialects_bench_runs_and_reports_every_line():
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "dialects.py"), "--size", "2MB", "--runs", "1"],
                          capture_output=True, text=True, timeout=110)  # fmt: skip

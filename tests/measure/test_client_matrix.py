@@ -219,6 +219,7 @@ def test_a_truncating_client_is_flagged_against_its_own_claim(tmp_path):
     assert "client reported 3 ok" in row["Jumlah worker client yang sukses dan gagal"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("mode, status, said", [("crashing", 1, "KeyError: 'SERVER_ADRESS'"),
                                                 ("usage", 2, "Usage: python3 faulty_client.py")])  # fmt: skip
@@ -237,6 +238,7 @@ def test_a_hanging_client_is_killed_at_the_time_limit_and_nothing_is_left(tmp_pa
     assert processes_with_env(MARK, tagged) == []  # the client's pool processes too, at once
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_the_command_line_and_a_client_whose_address_is_a_constant(tmp_path, capsys):
     port = free_port()

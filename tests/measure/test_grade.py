@@ -240,6 +240,7 @@ def test_namespace_names_carry_the_runs_pid():
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_a_class_is_graded_then_resumed_without_grading_again(tmp_path, tagged):
     subs = tmp_path / "subs"
     submission(subs, "s01", "course_thread_server", table="1,upload,200 KB,2,2,0.1 s,1 MB/s,2 sukses / 0 gagal,-\n")

@@ -66,6 +66,7 @@ def test_backlog_summary_counts():
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.slow
 def test_fifty_simultaneous_connects_wait_for_syn_retries_with_backlog_1_not_128():
     """Counts over two runs of 50 clients each, not one timing: with listen(1) some connects are dropped and
     retried after a second (or not served within the limit); with listen(128) none."""

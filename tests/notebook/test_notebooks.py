@@ -63,6 +63,7 @@ def test_notebook_committed_without_outputs(notebook):
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
 
 
+@pytest.mark.slow  # about 2.5 minutes for all notebooks: make test-slow (run by .ci/run), and make test-browser runs them too
 @pytest.mark.timeout(RUN_TIMEOUT + 60)
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_under_nbval(notebook, tmp_path):
