@@ -190,7 +190,9 @@ def test_a_truncating_server_is_never_counted_ok(tmp_path, sel):
     root = tmp_path / "student_files"
     root.mkdir()
     volume = 3_000_000  # several MB from several clients at once: the server's short recv() comes early
-    result = ex.run_matrix(tmp_path / "out", ops="upload", volumes="3MB", clients="4", server_workers="2",
+    # 4 x 10 MB: the whole-file server holds ~130 MB for long enough that the watchdog sees it even on a fast,
+    # quiet machine (with 3 MB files a burst of uploads could come and go between two samples)
+    result = ex.run_matrix(tmp_path / "out", ops="upload", volumes="10MB", clients="4", server_workers="2",
                            server_models="thread", server_root=root, server_cmd=student("course_truncating_server"),
                            plots=False, **sel)  # fmt: skip
     [row] = result.rows
@@ -226,7 +228,9 @@ def test_a_server_that_exits_at_once_fails_its_cells_with_its_last_lines(tmp_pat
 @pytest.mark.timeout(60)
 def test_a_server_over_its_memory_limit_is_stopped_and_said(tmp_path, sel):
     cgroup, _ = probe_cgroup_memory()
-    result = ex.run_matrix(tmp_path / "out", ops="upload", volumes="3MB", clients="4", server_workers="2",
+    # 4 x 10 MB: the whole-file server holds ~130 MB for long enough that the watchdog sees it even on a fast,
+    # quiet machine (with 3 MB files a burst of uploads could come and go between two samples)
+    result = ex.run_matrix(tmp_path / "out", ops="upload", volumes="10MB", clients="4", server_workers="2",
                            server_models="thread", memory_limit="30MB", server_cmd=student("course_thread_server"),
                            plots=False, **sel)  # course_thread_server holds whole files (and their base64) in memory
     [row] = result.rows
