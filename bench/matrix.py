@@ -5,11 +5,11 @@ Run with ``make bench`` (or ``.venv/bin/python bench/matrix.py [filters]``).
 What it does: ``labnet.measure.matrix_run.run_matrix`` over the whole ETS matrix --
 2 server models (thread, process) x 54 rows (operation x 10/50/100 MB x 1/5/50
 client workers x 1/5/50 server workers), client workers in a thread pool --
-108 cells, each with a fresh server.  Every transfer's SHA-256 is checked
-against the file's (and, after an upload cell, the server's stored copy);
-each server process's peak RSS is its ``VmHWM``, read just before the
-server is stopped (the maximum over the parent and, for the process model,
-every worker).
+108 cells, one server per model and pool size (started once; its cells
+run together).  Every transfer's SHA-256 is checked against the file's (and,
+after an upload cell, the server's stored copy); each server process's peak
+RSS is its ``VmHWM``, reset before the cell and read at its end (the maximum
+over the parent and, for the process model, every worker).
 
 Reported: total wall time, cells per status, failed client workers, digest
 mismatches, and per cell the time and the server's peak RSS.  Targets on the
@@ -20,9 +20,10 @@ exit status is 1 if a target is missed.
 The floor for this machine (printed first, measured, ``--no-floor`` skips
 it): the bytes the cells move divided by what plain code doing the same
 verified work moves here (``bench/heavy.py``'s thread-pool reference, 10
-concurrent 100 MB base64 transfers per operation), plus each cell's server
-start-up (a labnet server of the cell's model and pool size, started and
-stopped once per kind).  No server can run the matrix faster than that on
+concurrent 100 MB base64 transfers per operation), plus the start-up of
+one labnet server per model and pool size (measured: started and stopped
+once per kind).  Until 2026-12-02 every cell had a server of its own: a
+start and a stop cost 0.6-0.7 s, 73 s of a 236 s matrix on a quiet machine.  No server can run the matrix faster than that on
 this machine; labnet's distance is its wall time over the floor.
 
 Filters (``--volumes 100MB --clients 50`` ...) run a part of the matrix; the
@@ -67,7 +68,7 @@ def machine_floor(cells) -> tuple[float, str]:
             t0 = time.perf_counter()
             with BackgroundServer(kind[0], workers=kind[1], root=root, status_every=0):
                 startup[kind] = time.perf_counter() - t0
-    starting = sum(startup[c.server_model, c.server_workers] for c in cells)
+    starting = sum(startup.values())  # one server per model and pool size, as run_matrix starts them
     how = (f"moving {sum(c.clients * c.volume for c in cells) / 1e9:.1f} GB at the reference's "
            + ", ".join(f"{op} {v:.0f} MB/s" for op, v in mbps.items())
            + f" = {moving:.0f} s, plus server start-up {starting:.0f} s "

@@ -80,6 +80,21 @@ def peak_rss_bytes(pid: int) -> int:
     return 0
 
 
+def reset_peak_rss(pid: int) -> bool:
+    """Start ``pid``'s ``VmHWM`` over from its RSS now (Linux: ``5`` into ``/proc/<pid>/clear_refs``).
+
+    Why: a server that serves several measurements in a row (the ETS matrix keeps one per pool
+    size) reports each one's own peak only if the peak is reset in between.  False where the
+    kernel or the permissions do not allow it (the caller then starts a fresh process instead).
+    """
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

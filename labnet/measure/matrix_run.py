@@ -15,12 +15,12 @@ runs in seconds.  MB = 10**6 bytes everywhere.
 
 Per cell: a pre-flight estimate of memory, disk and file descriptors skips a
 cell that cannot run here with the reason written in its row; otherwise the
-cell's server (:mod:`labnet.measure.matrix_servers`: a fresh
-:class:`labnet.measure.launcher.BackgroundServer` of labnet's, a student's
-command under ``Supervised`` -- restarted only when the model or pool size
-changes -- or a server run by hand), one :func:`labnet.measure.stress.run`
+cell's server (:mod:`labnet.measure.matrix_servers`: labnet's
+:class:`labnet.measure.launcher.BackgroundServer` or a student's command
+under ``Supervised`` -- each started once per model and pool size, whose
+cells run together -- or a server run by hand), one :func:`labnet.measure.stress.run`
 in the server's dialect with the cell's time limit, the server's peak RSS
-(VmHWM of each of its processes, and the peak of its whole tree), digest
+(VmHWM of each of its processes, reset before the cell, and the peak of its whole tree), digest
 checks (every transfer against the file's known SHA-256; after an upload
 cell, the server's stored file too), then the row is appended to ``ets.csv``
 and flushed.  A row's ``verdict`` is its most serious failure category
@@ -226,8 +226,8 @@ def run_cell(cell: Cell, *, files_dir, server_root, downloads_dir, encoding: str
     """Run one cell; return its row (status ``ok``, ``failed``, ``skipped`` or ``error``).
 
     ``servers``: where the server comes from (:func:`labnet.measure.matrix_servers.open_servers`);
-    default a fresh labnet server of the cell's model and pool size in ``server_root``, stopped at
-    the end.  ``progress``: passed to :func:`labnet.measure.stress.run` (``None``: no bar).
+    default a labnet server of the cell's model and pool size in ``server_root``, started for this
+    cell and stopped at the end.  ``progress``: passed to :func:`labnet.measure.stress.run` (``None``: no bar).
     Raises ``KeyboardInterrupt`` through (after stopping a server it started); a
     cancelled cell raises :class:`Cancelled` so its row is not written.
     """
@@ -382,7 +382,8 @@ def run_matrix(out_dir=None, *, ops=None, volumes=None, clients=None, server_wor
     Whose server (:func:`labnet.measure.matrix_setup.server_setup` checks these; the ``labnet
     matrix`` flags of the same names):
 
-    * nothing: labnet's own servers, a fresh one per cell, counted by ``STATS``;
+    * nothing: labnet's own servers, one per model and pool size (its peak RSS reset before each
+      cell: :class:`labnet.measure.matrix_servers.OwnServers`), counted by ``STATS``;
     * ``server_cmd``: a command labnet starts (``"python3 srv.py --port {port} --workers {workers}"``,
       placeholders ``{port}``, ``{workers}``, ``{host}``, ``{root}``, ``{model}``; or
       ``["thread=...", "process=..."]``), supervised, restarted only when the model or pool size
@@ -427,7 +428,7 @@ def run_matrix(out_dir=None, *, ops=None, volumes=None, clients=None, server_wor
     todo = [c for c in cells if not is_finished(done.get(c.key))]
     result = MatrixResult(rows=[], cells=cells, csv_path=csv_path, md_path=None, resumed=len(cells) - len(todo),
                           label=setup.label, dialect=setup.dialect, server_kind=setup.kind)  # fmt: skip
-    if setup.kind == "command":  # one server per model and pool size: run their cells together
+    if setup.kind in ("command", "labnet"):  # one server per model and pool size: run their cells together
         models = {m: i for i, m in enumerate(dict.fromkeys(c.server_model for c in cells))}
         todo.sort(key=lambda c: (models[c.server_model], c.server_workers))  # stable: Nomor order within
     if max_cells is not None:

@@ -10,8 +10,8 @@
 (``setup``: a :class:`labnet.measure.matrix_setup.ServerSetup`, the flags checked.)  What it holds:
 
 * Three sources of servers, each a context manager with ``lease(cell)`` and ``close()``:
-  :class:`OwnServers` (labnet's ``BackgroundServer``, a fresh one per cell, as the ETS table always
-  did), :class:`CommandServers` (a student's command under ``Supervised``: own process group,
+  :class:`OwnServers` (labnet's ``BackgroundServer``, one per model and pool size, its peak RSS
+  reset before each cell), :class:`CommandServers` (a student's command under ``Supervised``: own process group,
   killed whole, optional memory limit; restarted only when the cell's model or pool size changes,
   or when it died), :class:`HandRunServer` (someone runs it by hand, maybe on another machine:
   nothing is started or stopped, its pool size is what was declared); :func:`open_servers`.
@@ -56,9 +56,10 @@ from labnet.measure.supervisor import (
     describe_status,
     wait_port_free,
 )
-from labnet.procutil import alive, peak_rss_bytes, rss_bytes
+from labnet.procutil import alive, peak_rss_bytes, reset_peak_rss, rss_bytes
 
 LOG_SETTLE = 5.0  # seconds the server's log may take to show a cell's requests
+IDLE_WAIT = 10.0  # seconds a reused server may take to end the last cell's connections
 LOG_QUIET = 0.5  # ... or stop growing for this long
 TAIL_LINES, TAIL_CHARS = 12, 1500  # what of a server's output goes into a row's note
 
@@ -192,7 +193,7 @@ class Outcome:
 
 
 # --------------------------------------------------------------------------
-# labnet's own servers: a fresh one per cell
+# labnet's own servers: one per model and pool size, kept while its cells run
 # --------------------------------------------------------------------------
 
 
@@ -213,21 +214,21 @@ class _Lease:
 
 
 class _OwnLease(_Lease):
-    def __init__(self, server: BackgroundServer, sampler: TreeSampler):
+    def __init__(self, owner: OwnServers, server: BackgroundServer, sampler: TreeSampler):
         super().__init__(*server.address)
-        self.server, self.sampler = server, sampler
+        self.owner, self.server, self.sampler = owner, server, sampler
+        self.finished = False
 
     def finish(self, records, expected_requests: int = 0) -> Outcome:
-        peaks = self.server.peak_rss()  # VmHWM of every server process, just before it stops
+        peaks = self.server.peak_rss()  # VmHWM of every server process since the cell began (reset by lease)
+        self.finished = True
         return Outcome(peak_rss_max=max(peaks.values()) if peaks else None, processes=len(peaks),
                        peak_tree_rss=self.sampler.stop() or None)  # fmt: skip
 
     def release(self) -> None:
         self.sampler.stop()
-        try:
-            self.server.stop()
-        finally:
-            self.server.cleanup_log()
+        if not self.finished:  # the cell broke off (an error, Ctrl-C): the next cell gets a fresh server
+            self.owner.stop_current()
 
 
 class _Servers:
@@ -245,23 +246,71 @@ class _Servers:
         pass
 
 
+def _idle(server: BackgroundServer, limit: float = IDLE_WAIT) -> bool:
+    """Wait until ``server`` serves no connection and queues none (its counters say so), at most
+    ``limit`` s.  A thread server returns its freed buffers before it shows idle (see
+    ``labnet.server.thread_pool``), so a peak reset after this starts from what it really holds."""
+    end = time.monotonic() + limit
+    while True:
+        try:
+            counters = server.counters(timeout=min(limit, 5.0))
+        except (LabnetError, OSError, ValueError):
+            return False
+        if counters.get("active") == 0 and counters.get("waiting") == 0:
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.01)
+
+
 class OwnServers(_Servers):
-    """labnet's ``BackgroundServer``, a fresh one per cell (the lease stops it)."""
+    """labnet's ``BackgroundServer``: one per model and pool size, kept for the cells that follow.
+
+    ``run_matrix`` runs a pool size's cells one after another, so each server
+    starts once (a start and a stop cost 0.6-0.7 s together, measured: 73 s of a
+    236 s matrix when every one of the 108 cells had its own server).  What keeps
+    the rows apart: before each cell the server must be idle (``IDLE_WAIT``) and
+    every server process's peak RSS is reset (``procutil.reset_peak_rss``; where
+    either fails, the cell gets a fresh server), the counts are ``STATS`` after the cell minus before it, and a cell
+    that broke off (error, interrupt) stops its server.  ``close()`` stops the one
+    still running, on every exit path.
+    """
 
     def __init__(self, setup: ServerSetup | None = None, *, root, env=None):
         super().__init__(setup or ServerSetup())
         self.root, self.env = Path(root), env
+        self._key: tuple | None = None
+        self._server: BackgroundServer | None = None
 
     def lease(self, cell) -> _Lease:
-        server = BackgroundServer(cell.server_model, cell.server_workers, root=self.root, status_every=0,
-                                  max_waiting=max(128, 2 * cell.clients), env=self.env)  # fmt: skip
-        try:
-            server.start()
-        except (LabnetError, OSError) as exc:
-            server.cleanup_log()
-            raise CellServerError("error", "error", f"{type(exc).__name__}: {exc}") from None
-        self.starts.append((cell.server_model, cell.server_workers))
-        return _OwnLease(server, TreeSampler(server.pids).start())
+        key = (cell.server_model, cell.server_workers, max(128, 2 * cell.clients))
+        server = self._server
+        if server is not None and (key != self._key or not server.running or not _idle(server)
+                                   or not all(reset_peak_rss(p) for p in server.pids())):  # fmt: skip
+            self.stop_current()
+            server = None
+        if server is None:
+            server = BackgroundServer(cell.server_model, cell.server_workers, root=self.root, status_every=0,
+                                      max_waiting=key[2], env=self.env)  # fmt: skip
+            try:
+                server.start()
+            except (LabnetError, OSError) as exc:
+                server.cleanup_log()
+                raise CellServerError("error", "error", f"{type(exc).__name__}: {exc}") from None
+            self._key, self._server = key, server
+            self.starts.append((cell.server_model, cell.server_workers))
+        return _OwnLease(self, server, TreeSampler(server.pids).start())
+
+    def stop_current(self) -> None:
+        server, self._server, self._key = self._server, None, None
+        if server is not None:
+            try:
+                server.stop()
+            finally:
+                server.cleanup_log()
+
+    def close(self) -> None:
+        self.stop_current()
 
 
 class HandRunServer(_Servers):

@@ -181,6 +181,10 @@ def test_small_matrix_both_models_every_row_checked(tmp_path):
                            downloads_dir=downloads, progress=False, on_row=seen.append)  # fmt: skip
     assert len(result.cells) == 8 and result.ran == 8 and len(seen) == 8
     check_rows(result, files, str(out))
+    # one server per model and pool size, its cells run together (not one per cell)
+    assert sorted(result.server_starts) == [("process", 1), ("process", 2), ("thread", 1), ("thread", 2)]
+    assert [(r["server_model"], r["server_workers"]) for r in seen] == sorted(
+        ((r["server_model"], r["server_workers"]) for r in seen), key=lambda k: (k[0] != "thread", k[1]))
     assert sorted(p.name for p in downloads.iterdir()) == []  # verified downloads are deleted
     text = (out / "ets.md").read_text()
     assert text.count("| download |") == 4 and text.count("| upload |") == 4 and "MB = 10^6 bytes" in text

@@ -390,3 +390,54 @@ def test_labnets_server_and_a_students_side_by_side_in_one_csv(tmp_path, sel):
     assert theirs.plot_paths["by_label"].read_bytes()[:4] == b"\x89PNG"
     md = (out / "ets.md").read_text()
     assert "## Server thread pool" in md and "## student (course dialect): Server thread pool" in md
+
+
+@pytest.mark.timeout(60)
+def test_labnets_server_serves_its_pool_sizes_cells_and_each_cell_gets_its_own_peak(tmp_path, monkeypatch):
+    """OwnServers keeps one server per model and pool size; before each cell every server process's
+    VmHWM starts over, a cell that broke off stops its server, ``close()`` stops the last one."""
+    from labnet.measure import matrix_servers
+    from labnet.measure.matrix_servers import OwnServers
+    from labnet.procutil import alive
+
+    real_reset = matrix_servers.reset_peak_rss
+
+    cell = plan.Cell(op="download", volume=100_000, clients=2, server_workers=2, server_model="process",
+                     client_pool="thread", number=1)  # fmt: skip
+    with OwnServers(root=tmp_path / "srv") as servers:
+        first = servers.lease(cell)
+        pids = first.server.pids()
+        assert len(pids) == 3  # the parent and 2 workers
+        first.finish([])
+        first.release()
+        assert all(alive(p) for p in pids)  # kept for the next cell of this pool size
+        reset = []
+        monkeypatch.setattr(matrix_servers, "reset_peak_rss", lambda pid: reset.append(pid) or real_reset(pid))
+        second = servers.lease(cell)
+        assert second.server is first.server and servers.starts == [("process", 2)]
+        assert sorted(reset) == sorted(pids)  # every process's peak starts over for this cell
+        second.release()  # never finished: the cell broke off, so its server is stopped
+        assert not first.server.running
+        third = servers.lease(cell)
+        assert third.server is not first.server and servers.starts == [("process", 2), ("process", 2)]
+        third.finish([])
+        third.release()
+        other = servers.lease(plan.Cell(op="download", volume=100_000, clients=2, server_workers=1,
+                                        server_model="thread", client_pool="thread", number=2))  # fmt: skip
+        assert not third.server.running and other.server.running  # another pool size: the old one stops
+        other.finish([])
+        other.release()
+    assert not other.server.running  # close() stopped it
+
+
+def test_a_processs_peak_rss_can_start_over():
+    """The mechanism behind a reused server's per-cell peak: after a 60 MB peak, VmHWM falls back."""
+    from labnet.procutil import peak_rss_bytes, reset_peak_rss, rss_bytes
+
+    big = bytearray(60_000_000)
+    big[::4096] = b"x" * len(big[::4096])  # touch every page
+    high = peak_rss_bytes(os.getpid())
+    del big
+    assert reset_peak_rss(os.getpid())
+    assert peak_rss_bytes(os.getpid()) < high - 40_000_000 and peak_rss_bytes(os.getpid()) >= rss_bytes(os.getpid()) / 2
+    assert not reset_peak_rss(2**22 + 12345)  # no such process: says so
