@@ -121,7 +121,6 @@ class Channel:
         self.should_abort = should_abort
         self.bytes_read = 0
         self.bytes_sent = 0
-        self._poll_in = None  # select.poll for POLLIN on the socket, made at the first wait
 
     def _wait_slice(self, deadline: float | None, idle_deadline: float | None) -> float:
         now = time.monotonic()
@@ -157,8 +156,19 @@ class Channel:
 
         For body bytes the receiver allows the caller to read itself
         (:meth:`Receiver.body_room`); the same idle limit and abort checks as
-        :meth:`next_event`.
+        :meth:`next_event`.  Bytes already waiting are taken by one
+        non-blocking ``recv`` (see :meth:`_nonblocking`); only when none are
+        does it wait, in slices.
         """
+        if not self.should_abort():
+            self._nonblocking()
+            try:
+                n = self.sock.recv_into(view)
+            except BlockingIOError:
+                pass
+            else:
+                self.bytes_read += n
+                return n
         return self._recv_waiting(self.sock.recv_into, view)
 
     def _nonblocking(self) -> None:
@@ -174,33 +184,20 @@ class Channel:
             self.sock.settimeout(0.0)
 
     def _recv_waiting(self, recv, arg, deadline: float | None = None, stop=None, reading: PeerReading | None = None):
-        """``recv(arg)`` at once if bytes are there, else once they are: the socket stays
-        non-blocking and a ``poll`` waits in short slices that notice ``should_abort``/``stop``
-        (and, with ``reading``, the peer reading our output: see :meth:`next_event`).
-
-        Why not a socket timeout for the wait: switching between a timeout and non-blocking mode
-        costs an ``ioctl`` each way, and every system call is a GIL hand-off.  Measured on the
-        2-core VM, 50 concurrent 100 MB base64 downloads in one client process (``bench/heavy.py``):
-        the clients' CPU grew from 7.2 s (5 served at a time) to 10.5 s (all 50 at once), where
-        plain code's grew from 6.1 s to 6.7 s.
-        """
+        """``recv(arg)`` once data is there, in short slices that notice ``should_abort``/``stop``
+        (and, with ``reading``, the peer reading our output: see :meth:`next_event`)."""
         idle_deadline = None if self.idle is None else time.monotonic() + self.idle
-        self._nonblocking()
         while True:
             if self.should_abort() or (stop is not None and stop()):
                 raise LocalError("server is shutting down", Code.SHUTDOWN)
             if reading is not None:
                 deadline = reading.deadline
-            wait = self._wait_slice(deadline, idle_deadline)  # raises once a limit has passed
+            self.sock.settimeout(self._wait_slice(deadline, idle_deadline))
             try:
                 got = recv(arg)
-            except BlockingIOError:
-                if self._poll_in is None:
-                    self._poll_in = select.poll()
-                    self._poll_in.register(self.sock.fileno(), select.POLLIN)
-                if not self._poll_in.poll(wait * 1000) and reading is not None and idle_deadline is not None:
-                    if (when := reading.moved()) is not None:
-                        idle_deadline = max(idle_deadline, when + self.idle)
+            except TimeoutError:
+                if reading is not None and (when := reading.moved()) is not None and idle_deadline is not None:
+                    idle_deadline = max(idle_deadline, when + self.idle)
                 continue
             self.bytes_read += got if type(got) is int else len(got)
             return got
