@@ -95,4 +95,6 @@ def test_heavy_bench_runs_and_judges_every_cell_against_its_reference():
     assert sum(line.lstrip().startswith("reference threadpool") for line in lines) >= 4, out.stdout
     assert sum(line.lstrip().startswith("reference processpool") for line in lines) >= 4, out.stdout
     assert any("x50/x5" in line for line in lines), out.stdout  # single transfers against a 50-worker server
+    assert any(line.startswith("page cache (plain code, no network): writing 4 new 1 MB files, 2 at a time")
+               for line in lines), out.stdout  # fmt: skip
     assert any(line.startswith("worst labnet/reference ratio") and "failures 0" in line for line in lines), out.stdout
