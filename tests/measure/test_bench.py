@@ -52,7 +52,10 @@ def test_transfer_bench_runs_and_reports_every_line():
     # every labnet line is judged against both targets: the same verified work, and the hashing ceiling
     assert all("(>= 1.0: " in line and "(>= 0.8: " in line for line in labnet), out.stdout
     assert any(line.startswith("sha256 alone:") for line in lines)
+    assert any(line.startswith("plain     raw spliced") and "of the ceiling" in line for line in lines), out.stdout
+    assert sum("; to plain spliced " in line for line in labnet) == 4, out.stdout  # every raw labnet line
     assert any(line.startswith("worst labnet / reference+sha256") for line in lines)
+    assert any(line.startswith("the raw ceiling's bound, measured:") for line in lines), out.stdout
     assert any(line.startswith("largest server process peak RSS") and line.endswith("met") for line in lines)
 
 
