@@ -43,11 +43,9 @@ test-fast: $(STAMP)
 test-browser: $(STAMP)
 	LABNET_QUICK=1 LABNET_BROWSER=1 $(PY) -m pytest -q -m browser tests/browser
 
+# Every benchmark runs even when an earlier one missed a target; the exit status says if any did.
 bench: $(STAMP)
-	$(PY) bench/transfer.py
-	$(PY) bench/heavy.py
-	$(PY) bench/matrix.py
-	$(PY) bench/dialects.py
+	@rc=0; for b in transfer heavy matrix dialects; do echo "== bench/$$b.py"; $(PY) bench/$$b.py || rc=1; done; exit $$rc
 
 soak: $(STAMP)
 	$(PY) bench/soak.py
