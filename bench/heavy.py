@@ -47,23 +47,28 @@ every figure:
   a single transfer to it >= 0.9 of one to a 5-worker server;
 * server peak RSS < 64 MB per process in every cell.
 
-Measured (2-core VM, 2026-12-02, while other engineers' tests loaded the
-cores, load average 1-20: read the CPU columns first).  The whole bench, one
-run: 679 s, no failure, every labnet server process under 54.5 MB peak RSS
-(the thread-pool reference: up to 147 MB).  labnet / reference 0.68-3.71;
-the two cells under 0.8 were download b64 x50 (thread and process alike),
-where the server spends 3-5 s of CPU and the 50 client threads 11-12 s
-(the reference's clients 9 s), under a load average of 14-16; in a calmer
-rerun the same cells gave 0.91 and 1.07.  Thread server, median of three:
-x50 / x5 wall 1.06 (upload b64), 1.16 (upload raw).  What 50 threads
-still cost: 128 KiB steps instead of the reference's 1 MiB (the price of
-the RSS target) mean 8x more GIL hand-offs per byte -- ~60 ``futex`` calls
-per step among 50 threads (``strace -c -f``) -- and the upload b64 server
-used 12.1 s of CPU with 5 workers, 17.2 s with 50 (the reference 7.8 and
-7.9 s with its 1 MiB steps and 150 MB RSS).
+Measured (2-core VM, 2026-12-02, three ``make bench`` runs on a quiet
+machine, 470-481 s each): no failure; every cell at 0.81 or more of its
+reference; every labnet server process under 54.5 MB peak RSS (the plain
+references up to 155 MB).  Thread server, x50 / x5 wall, median of three:
+upload b64 1.13, upload raw 1.05; download b64 1.46 and raw 1.36 (target
+missed), where the reference's own are 1.22 and 1.08 and, without the page
+cache's share (1.5 s), labnet's are 1.18 and 1.00.  The rest is in labnet's
+client, not its server: the servers' CPU is the same at x5 and x50 (2.6-2.9 s
+b64, 0.5-0.6 s raw), while labnet's 50 client threads use 10.9-12.0 s of CPU
+against 7.3-7.6 s for 5 at a time (the reference's clients 6.6-7.4 s against
+6.3-6.7 s).  Tried there and measured as no better, within noise: waiting
+with ``poll`` on a non-blocking socket instead of a socket timeout, and
+blocking reads with a fixed timeout; ``SO_RCVLOWAT`` of 256 KiB cut the
+``futex`` calls by 14 % (``strace -c -f``, 20 downloads) without a wall-time
+gain we could tell from noise.  Earlier, on a loaded machine: 128 KiB steps
+instead of the reference's 1 MiB (the price of the RSS target) mean 8x more
+GIL hand-offs per byte -- ~60 ``futex`` calls per step among 50 threads --
+and the upload b64 server used 12.1 s of CPU with 5 workers, 17.2 s with 50
+(the reference 7.8 and 7.9 s with its 1 MiB steps and 150 MB RSS).
 
 Selectors run a part: ``--models thread --workers 50 --ops upload
---encodings b64``, ``--no-reference``, ``--no-single``, ``--only single``.
+--encodings b64``, ``--no-reference``, ``--no-perconn``, ``--only heavy``, ``--only single``.
 MB = 10**6 bytes.  Wall-clock figures swing when other work shares the
 CPUs; the CPU seconds do not (compare those on a busy machine).
 """

@@ -23,7 +23,10 @@ verified work moves here (``bench/heavy.py``'s thread-pool reference, 10
 concurrent 100 MB base64 transfers per operation), plus the start-up of
 one labnet server per model and pool size (measured: started and stopped
 once per kind).  Until 2026-12-02 every cell had a server of its own: a
-start and a stop cost 0.6-0.7 s, 73 s of a 236 s matrix on a quiet machine.  No server can run the matrix faster than that on
+start and a stop cost 0.6-0.7 s, 73 s of a 236 s matrix on a quiet machine.
+Measured since, three quiet runs on the 2-core VM: 174.6, 178.8 and 180.4 s
+against floors of 132-141 s (1.27-1.33x), 0 failures, 0 mismatches, peak RSS
+56.3-61.0 MB.  No server can run the matrix faster than that on
 this machine; labnet's distance is its wall time over the floor.
 
 Filters (``--volumes 100MB --clients 50`` ...) run a part of the matrix; the
