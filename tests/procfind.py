@@ -1,8 +1,12 @@
-"""Test helper: find every process a test run started, however deep in the process tree."""
+"""Test helper: find every process a test run started, however deep in the process tree, and fail a
+test that leaves one behind (:func:`no_process_outlives`, the body of an autouse fixture)."""
 
 from __future__ import annotations
 
 import os
+import signal
+import time
+import uuid
 
 from labnet.procutil import alive
 
@@ -32,3 +36,27 @@ def processes_with_env(name: str, value: str) -> list[tuple[int, str]]:
             continue
         found.append((int(entry), cmd))
     return found
+
+
+def wait_for(predicate, timeout: float = 15.0):
+    """``predicate()`` once it is true, polled every 50 ms, or its last false value after ``timeout`` s."""
+    end = time.monotonic() + timeout
+    while not (value := predicate()) and time.monotonic() < end:
+        time.sleep(0.05)
+    return value
+
+
+def no_process_outlives(monkeypatch, mark: str, stop, timeout: float = 15.0):
+    """The body of an autouse fixture (``yield from`` it): tags every process the test starts with the
+    environment variable ``mark`` and yields the tag; afterwards calls ``stop()`` (the module's way to
+    stop what it started) and fails the test if a tagged process is still alive ``timeout`` s later
+    (it is killed first, so one test's leftovers never reach the next)."""
+    tag = uuid.uuid4().hex
+    monkeypatch.setenv(mark, tag)
+    yield tag
+    stop()
+    wait_for(lambda: not processes_with_env(mark, tag), timeout)
+    left = processes_with_env(mark, tag)
+    for pid, _ in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes left behind: {left}"

@@ -12,12 +12,10 @@ from __future__ import annotations
 import ast
 import json
 import sys
-import time
-import uuid
 from pathlib import Path
 
 import pytest
-from procfind import processes_with_env
+from procfind import no_process_outlives, processes_with_env
 
 from labnet.cli import main as labnet_main
 from labnet.errors import UsageError
@@ -41,14 +39,7 @@ def faulty(mode: str, protocol: str = "sentinel") -> str:
 @pytest.fixture(autouse=True)
 def tagged(monkeypatch):
     """Marks every process the test starts; fails the test if one of them outlives it."""
-    tag = uuid.uuid4().hex
-    monkeypatch.setenv(MARK, tag)
-    yield tag
-    stop_all()
-    end = time.monotonic() + 15
-    while processes_with_env(MARK, tag) and time.monotonic() < end:
-        time.sleep(0.05)
-    assert processes_with_env(MARK, tag) == []
+    yield from no_process_outlives(monkeypatch, MARK, stop_all)
 
 
 def run(tmp_path, command, dialect="sentinel", **kw):

@@ -14,12 +14,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import uuid
 from pathlib import Path
 
 import pytest
-from procfind import processes_with_env
+from procfind import no_process_outlives, processes_with_env, wait_for  # noqa: F401 (test_grade_slow imports wait_for)
 
 from labnet import cli
 from labnet.errors import UsageError
@@ -56,24 +54,10 @@ def submission(root: Path, name: str, server: str | None, *, client: str | None 
     return folder
 
 
-def wait_for(predicate, timeout: float = 15.0):
-    end = time.monotonic() + timeout
-    while not (value := predicate()) and time.monotonic() < end:
-        time.sleep(0.05)
-    return value
-
-
 @pytest.fixture(autouse=True)
 def tagged(monkeypatch):
-    tag = uuid.uuid4().hex
-    monkeypatch.setenv(MARK, tag)
-    yield tag
-    stop_all()
-    gone = wait_for(lambda: not processes_with_env(MARK, tag), timeout=15)
-    left = processes_with_env(MARK, tag)
-    for pid, _ in left:
-        os.kill(pid, signal.SIGKILL)
-    assert gone and not left, f"processes left behind: {left}"
+    """Marks every process the test starts; fails the test if one of them outlives it."""
+    yield from no_process_outlives(monkeypatch, MARK, stop_all)
 
 
 NETNS_OK, NETNS_WHY = netns.can_create()

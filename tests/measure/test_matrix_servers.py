@@ -15,12 +15,10 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
-import uuid
 from pathlib import Path
 
 import pytest
-from procfind import processes_with_env
+from procfind import no_process_outlives, processes_with_env, wait_for
 
 from labnet.errors import UsageError
 from labnet.measure import matrix_plan as plan
@@ -41,25 +39,10 @@ def student(module: str, root: bool = True) -> str:
             + (" --root {root}" if root else ""))  # fmt: skip
 
 
-def wait_for(predicate, timeout: float = 15.0):
-    end = time.monotonic() + timeout
-    while not (value := predicate()) and time.monotonic() < end:
-        time.sleep(0.05)
-    return value
-
-
 @pytest.fixture(autouse=True)
 def tagged(monkeypatch):
     """Marks every process the test starts; fails the test if one of them outlives it."""
-    tag = uuid.uuid4().hex
-    monkeypatch.setenv(MARK, tag)
-    yield tag
-    stop_all()
-    gone = wait_for(lambda: not processes_with_env(MARK, tag), timeout=15)
-    left = processes_with_env(MARK, tag)
-    for pid, _ in left:
-        os.kill(pid, signal.SIGKILL)
-    assert gone and not left, f"processes left behind: {left}"
+    yield from no_process_outlives(monkeypatch, MARK, stop_all)
 
 
 @pytest.fixture
