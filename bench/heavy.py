@@ -57,11 +57,17 @@ cache's share (1.5 s), labnet's are 1.18 and 1.00.  The rest is in labnet's
 client, not its server: the servers' CPU is the same at x5 and x50 (2.6-2.9 s
 b64, 0.5-0.6 s raw), while labnet's 50 client threads use 10.9-12.0 s of CPU
 against 7.3-7.6 s for 5 at a time (the reference's clients 6.6-7.4 s against
-6.3-6.7 s).  Tried there and measured as no better, within noise: waiting
+6.3-6.7 s).  ``perf record`` of the clients, x50 against x5: the page-cache
+copy (``copy_folio_from_iter_atomic``) grows from 5.7 % to 11.5 % of the
+samples, and SHA-256, decoding and the padding scan each take longer (50
+transfers' buffers in flight); ``getrusage``: the clients' kernel time is
+4.0-8.0 s at x50 between identical runs (this VM's page allocation), 3.3-3.4 s
+at x5.  Tried there and measured as no better, within noise: waiting
 with ``poll`` on a non-blocking socket instead of a socket timeout, and
 blocking reads with a fixed timeout; ``SO_RCVLOWAT`` of 256 KiB cut the
 ``futex`` calls by 14 % (``strace -c -f``, 20 downloads) without a wall-time
-gain we could tell from noise.  Earlier, on a loaded machine: 128 KiB steps
+gain we could tell from noise (50 downloads: 6.95-7.43 s against 7.17-9.14 s);
+128 KiB client buffers were worse (9.9-11.1 s, 7x the context switches).  Earlier, on a loaded machine: 128 KiB steps
 instead of the reference's 1 MiB (the price of the RSS target) mean 8x more
 GIL hand-offs per byte -- ~60 ``futex`` calls per step among 50 threads --
 and the upload b64 server used 12.1 s of CPU with 5 workers, 17.2 s with 50
