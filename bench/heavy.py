@@ -61,7 +61,7 @@ against 7.3-7.6 s for 5 at a time (the reference's clients 6.6-7.4 s against
 copy (``copy_folio_from_iter_atomic``) grows from 5.7 % to 11.5 % of the
 samples, and SHA-256, decoding and the padding scan each take longer (50
 transfers' buffers in flight); ``getrusage``: the clients' kernel time is
-4.0-8.0 s at x50 between identical runs (this VM's page allocation), 3.3-3.4 s
+4.3-8.0 s at x50 between identical runs (this VM's page allocation), 3.3-3.4 s
 at x5.  Tried there and measured as no better, within noise: waiting
 with ``poll`` on a non-blocking socket instead of a socket timeout, and
 blocking reads with a fixed timeout; ``SO_RCVLOWAT`` of 256 KiB cut the
