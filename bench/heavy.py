@@ -67,7 +67,8 @@ with ``poll`` on a non-blocking socket instead of a socket timeout, and
 blocking reads with a fixed timeout; ``SO_RCVLOWAT`` of 256 KiB cut the
 ``futex`` calls by 14 % (``strace -c -f``, 20 downloads) without a wall-time
 gain we could tell from noise (50 downloads: 6.95-7.43 s against 7.17-9.14 s);
-128 KiB client buffers were worse (9.9-11.1 s, 7x the context switches).  Earlier, on a loaded machine: 128 KiB steps
+128 KiB client buffers were worse (9.9-11.1 s, 7x the context switches).
+Earlier, on a loaded machine: 128 KiB steps
 instead of the reference's 1 MiB (the price of the RSS target) mean 8x more
 GIL hand-offs per byte -- ~60 ``futex`` calls per step among 50 threads --
 and the upload b64 server used 12.1 s of CPU with 5 workers, 17.2 s with 50
@@ -115,7 +116,7 @@ TARGET_RATIO = 0.8
 TARGET_POOL_WALL = 1.3  # thread server: 50 workers' wall time over 5 workers'
 TARGET_SINGLE = 0.9  # thread server: a single transfer to 50 workers over one to 5
 TARGET_RSS = 64 * MB
-SINGLE_RUNS = 5  # single transfers: median of at least this many (each on its own server, after a warm-up)
+SINGLE_RUNS = 5  # single transfers (0.1 s each, noisy): median of at least this many, each after a warm-up
 OPS, ENCODINGS, MODELS, WORKERS = ("upload", "download"), ("b64", "raw"), ("thread", "process"), (1, 5, 50)
 REF_OF = {"thread": "threadpool", "process": "processpool"}
 _HEADER = struct.Struct("!cc Q 64s")  # op (U/D), encoding (b/r), size, name: the reference's request
@@ -490,11 +491,8 @@ def main(argv=None) -> int:
               f"{args.repeat} run(s) after one warm-up transfer; {os.cpu_count()} CPUs, load average "
               f"{os.getloadavg()[0]:.2f}; MB = 10^6 bytes", flush=True)  # fmt: skip
 
-        def repeat(fn, *a) -> Cell:
-            return median_cell([fn(*a) for _ in range(args.repeat)])
-
-        def single(fn, *a) -> Cell:  # a 0.1 s transfer: one run is noise, so at least SINGLE_RUNS
-            return median_cell([fn(*a) for _ in range(max(SINGLE_RUNS, args.repeat))])
+        def repeat(fn, *a, at_least: int = 1) -> Cell:
+            return median_cell([fn(*a) for _ in range(max(at_least, args.repeat))])
 
         walls: dict[tuple, float] = {}
         page_cache: dict[int, float] = {}  # files in flight at once -> wall s to write them all
@@ -550,13 +548,15 @@ def main(argv=None) -> int:
                   flush=True)
             for op in ops:
                 for enc in encs:
-                    ref = None if args.no_reference else single(ref_cell, "threadpool", 5, op, enc, 1, src, work)
+                    ref = None if args.no_reference else repeat(ref_cell, "threadpool", 5, op, enc, 1, src, work,
+                                                                   at_least=SINGLE_RUNS)
                     if ref is not None:
                         print(f"  {op:<8} {enc:<4} reference threadpool x5  {describe(ref)}", flush=True)
                     singles = {}
                     for model in models:
                         for w in (5, 50):
-                            singles[model, w] = cell = single(labnet_cell, model, w, op, enc, 1, src, work)
+                            singles[model, w] = cell = repeat(labnet_cell, model, w, op, enc, 1, src, work,
+                                                                     at_least=SINGLE_RUNS)
                             extra = "" if ref is None else f"  ratio to reference {cell.mbps / ref.mbps:.2f}"
                             if w == 50:
                                 q = cell.mbps / singles[model, 5].mbps

@@ -37,8 +37,9 @@ What is measured, in one run:
   the digest and ``sendfile``-s; the receiver ``splice``-s socket -> pipe ->
   file and a helper thread hashes each piece back from the page cache).  It
   is the measured bound for the ceiling target on raw transfers: on the 2-core
-  VM, quiet, it reached 0.77 of the ceiling (2026-12-02; a stand-alone test of
-  the same reached 1270-1352 MB/s, 0.79-0.84), while the other designs tried
+  VM, quiet, it reached 0.77, then 0.76, 0.85 and 0.80 of the ceiling in three
+  ``make bench`` runs (2026-12-02; a stand-alone test of the same reached
+  1270-1352 MB/s), while the other designs tried
   did worse -- ``recv_into`` a rotation of 1 MiB buffers written in line and
   hashed by a helper 1089-1165 MB/s, hashed in line and written by a helper
   864-1039, one thread doing all with 128 KiB 716-727 -- so each raw labnet
@@ -177,7 +178,7 @@ def _receive_spliced(listener: socket.socket, dest: str, wire_size: int, encodin
     helper.start()
     r, w = os.pipe()
     try:
-        fcntl.fcntl(w, 1031, BUF)  # F_SETPIPE_SZ, as labnet's channel asks
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, BUF)  # as labnet's channel asks
         pos = 0
         with conn:
             while pos < wire_size:
@@ -415,9 +416,9 @@ def main(argv=None) -> int:
             known = hashlib.file_digest(f, "sha256").digest()
         spliced = Result(size, measure(lambda: baseline(src, work / "baseline.out", "raw", digest=True,
                                                         spliced=known), args.repeat))  # fmt: skip
+        spliced_share = spliced.best / (ceilings["raw"] * base["raw"].best)  # of the raw ceiling
         print(f"plain     raw spliced {spliced.line()}   [labnet's raw design in plain code: sendfile -> splice, "
-              f"sha256 read back by a helper]: {spliced.best / (ceilings['raw'] * base['raw'].best):.2f} of the "
-              f"ceiling")  # fmt: skip
+              f"sha256 read back by a helper]: {spliced_share:.2f} of the ceiling")  # fmt: skip
         print()
 
         worst_ref, worst_ceiling, worst_rss = float("inf"), float("inf"), 0
@@ -445,7 +446,7 @@ def main(argv=None) -> int:
               f"(target >= {TARGET_CEILING}: {_mark(worst_ceiling >= TARGET_CEILING)})")  # fmt: skip
         if to_spliced:
             print(f"the raw ceiling's bound, measured: plain code built like labnet's raw path reaches "
-                  f"{spliced.best / (ceilings['raw'] * base['raw'].best):.2f} of the ceiling here; labnet's raw "
+                  f"{spliced_share:.2f} of the ceiling here; labnet's raw "
                   f"transfers reach {min(to_spliced):.2f}-{max(to_spliced):.2f} of that plain code")  # fmt: skip
         print(
             f"largest server process peak RSS {worst_rss / MB:.1f} MB (target < {TARGET_RSS / MB:g} MB): "

@@ -322,7 +322,8 @@ def _add_matrix(sub) -> None:
     p = sub.add_parser("matrix", help="run the ETS matrix (or a part) and write ets.csv, ets.md and plots",
                        description="Runs the assignment's table: operation x volume x client workers x server "
                                    "workers, per server model and client pool kind: against labnet's own "
-                                   "servers (one per pool size, its peak memory reset before each cell), a server labnet starts from --server-cmd, "
+                                   "servers (one per pool size, its peak memory reset before each cell), "
+                                   "a server labnet starts from --server-cmd, "
                                    "or one run by hand (--dialect / --host --port).  Resumes DIR/ets.csv; "
                                    "--label keeps several servers in one CSV.  MB = 10^6 bytes.")  # fmt: skip
     p.add_argument("--out", default=None, help="output folder (default results/ets, or results/ets-quick)")

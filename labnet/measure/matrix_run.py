@@ -18,12 +18,13 @@ cell that cannot run here with the reason written in its row; otherwise the
 cell's server (:mod:`labnet.measure.matrix_servers`: labnet's
 :class:`labnet.measure.launcher.BackgroundServer` or a student's command
 under ``Supervised`` -- each started once per model and pool size, whose
-cells run together -- or a server run by hand), one :func:`labnet.measure.stress.run`
-in the server's dialect with the cell's time limit, the server's peak RSS
-(VmHWM of each of its processes, reset before the cell, and the peak of its whole tree), digest
-checks (every transfer against the file's known SHA-256; after an upload
-cell, the server's stored file too), then the row is appended to ``ets.csv``
-and flushed.  A row's ``verdict`` is its most serious failure category
+cells run together -- or a server run by hand), one
+:func:`labnet.measure.stress.run` in the server's dialect with the cell's
+time limit, the server's peak RSS (VmHWM of each of its processes, reset
+before the cell, and the peak of its whole tree), digest checks (every
+transfer against the file's known SHA-256; after an upload cell, the
+server's stored file too), then the row is appended to ``ets.csv`` and
+flushed.  A row's ``verdict`` is its most serious failure category
 (``truncated``, ``out_of_memory``, ``did_not_start``...) or ``ok``.
 
 Server counts ("Jumlah worker server"): ``STATS`` for labnet's protocol; for
@@ -227,7 +228,8 @@ def run_cell(cell: Cell, *, files_dir, server_root, downloads_dir, encoding: str
 
     ``servers``: where the server comes from (:func:`labnet.measure.matrix_servers.open_servers`);
     default a labnet server of the cell's model and pool size in ``server_root``, started for this
-    cell and stopped at the end.  ``progress``: passed to :func:`labnet.measure.stress.run` (``None``: no bar).
+    cell and stopped at the end.  ``progress``: passed to :func:`labnet.measure.stress.run`
+    (``None``: no bar).
     Raises ``KeyboardInterrupt`` through (after stopping a server it started); a
     cancelled cell raises :class:`Cancelled` so its row is not written.
     """

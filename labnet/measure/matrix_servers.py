@@ -11,8 +11,8 @@
 
 * Three sources of servers, each a context manager with ``lease(cell)`` and ``close()``:
   :class:`OwnServers` (labnet's ``BackgroundServer``, one per model and pool size, its peak RSS
-  reset before each cell), :class:`CommandServers` (a student's command under ``Supervised``: own process group,
-  killed whole, optional memory limit; restarted only when the cell's model or pool size changes,
+  reset before each cell), :class:`CommandServers` (a student's command under ``Supervised``:
+  own process group, killed whole, optional memory limit; restarted only when the cell's model or pool size changes,
   or when it died), :class:`HandRunServer` (someone runs it by hand, maybe on another machine:
   nothing is started or stopped, its pool size is what was declared); :func:`open_servers`.
 * :class:`LogCounter`: a server's own ok/failed counts read from its output with
@@ -220,7 +220,7 @@ class _OwnLease(_Lease):
         self.finished = False
 
     def finish(self, records, expected_requests: int = 0) -> Outcome:
-        peaks = self.server.peak_rss()  # VmHWM of every server process since the cell began (reset by lease)
+        peaks = self.server.peak_rss()  # VmHWM of every server process since lease() reset it
         self.finished = True
         return Outcome(peak_rss_max=max(peaks.values()) if peaks else None, processes=len(peaks),
                        peak_tree_rss=self.sampler.stop() or None)  # fmt: skip
@@ -242,8 +242,11 @@ class _Servers:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def stop_current(self) -> None:
+        """Stop the server this source started and still keeps, if any."""
+
     def close(self) -> None:
-        pass
+        self.stop_current()
 
 
 def _idle(server: BackgroundServer, limit: float = IDLE_WAIT) -> bool:
@@ -271,9 +274,9 @@ class OwnServers(_Servers):
     236 s matrix when every one of the 108 cells had its own server).  What keeps
     the rows apart: before each cell the server must be idle (``IDLE_WAIT``) and
     every server process's peak RSS is reset (``procutil.reset_peak_rss``; where
-    either fails, the cell gets a fresh server), the counts are ``STATS`` after the cell minus before it, and a cell
-    that broke off (error, interrupt) stops its server.  ``close()`` stops the one
-    still running, on every exit path.
+    either fails, the cell gets a fresh server); the counts are ``STATS`` after
+    the cell minus before it; a cell that broke off (error, interrupt) stops its
+    server.  ``close()`` stops the one still running, on every exit path.
     """
 
     def __init__(self, setup: ServerSetup | None = None, *, root, env=None):
@@ -308,9 +311,6 @@ class OwnServers(_Servers):
                 server.stop()
             finally:
                 server.cleanup_log()
-
-    def close(self) -> None:
-        self.stop_current()
 
 
 class HandRunServer(_Servers):
@@ -409,9 +409,6 @@ class CommandServers(_Servers):
     def stop_current(self):
         run, self.current = self.current, None
         return run.sup.stop() if run is not None else None
-
-    def close(self) -> None:
-        self.stop_current()
 
     def _start(self, key: tuple, notes: list) -> _Running:
         model, workers = key
